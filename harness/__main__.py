@@ -1,0 +1,129 @@
+"""python -m harness {stages,status,apply,unapply,refresh,verify,ops,upstream-check} [--json]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+# Triton reads this at import: CPU runs go through its interpreter.
+if not os.environ.get("TRITON_INTERPRET") and os.environ.get("NSA_DEVICE", "cpu") == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"
+
+from . import stages  # noqa: E402
+from .runner import ReplayInputError  # noqa: E402
+from .series import SeriesError, Series  # noqa: E402
+
+
+def _emit(args, data, table: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else table)
+
+
+def cmd_stages(args):
+    names = stages.names()
+    _emit(args, names, "\n".join(names))
+
+
+def cmd_status(args):
+    st = Series().status()
+    _emit(args, {"stage": st.stage, "clean": st.clean, "edited": list(st.edited)}, st.describe())
+
+
+def cmd_apply(args):
+    st = Series().apply(args.stage)
+    _emit(args, {"stage": st.stage}, st.describe())
+
+
+def cmd_unapply(args):
+    st = Series().unapply()
+    _emit(args, {"stage": st.stage}, st.describe())
+
+
+def cmd_refresh(args):
+    msg = Series().refresh()
+    _emit(args, {"message": msg}, msg)
+
+
+def cmd_verify(args):
+    from .scenarios import matrix
+    from .verify import compare_stage
+
+    names = [s for s in stages.names() if s != "baseline"] if not args.stage else args.stage
+    scenarios = matrix()
+    verdicts = []
+    for stage in names:
+        for scenario in scenarios:
+            v = compare_stage(stage, scenario, args.device)
+            verdicts.append(v)
+            if not args.json:
+                print(f"{stage:>13}  {scenario.name:<40} {'bit-exact' if v.exact else 'DIFFERS':>9}"
+                      f"  {v.replays} replays" + (f"  replay {v.at_replay}: {v.mismatch}" if v.mismatch else ""),
+                      flush=True)
+    if args.json:
+        print(json.dumps([v.as_dict() for v in verdicts], indent=2))
+    bad = [v for v in verdicts if not v.exact]
+    if not args.json:
+        print(f"{len(verdicts) - len(bad)} of {len(verdicts)} stage x scenario verdicts bit-exact against baseline")
+    return 1 if bad else 0
+
+
+def cmd_ops(args):
+    from .verify import count_ops
+
+    rows = []
+    for stage in args.stage or stages.names():
+        for bs in args.bs:
+            c = count_ops(stage, bs, args.device)
+            rows.append({"stage": stage, "bs": bs, **c.as_dict()})
+    table = [f"{'stage':>13} {'bs':>4} {'device kernels':>15} {'device views':>13} {'host ops':>9} {'triton':>7}"]
+    table += [
+        f"{r['stage']:>13} {r['bs']:>4} {r['device_kernels']:>15} {r['device_views']:>13} {r['host_ops']:>9} {r['triton_launches']:>7}"
+        for r in rows
+    ]
+    _emit(args, rows, "\n".join(table))
+
+
+def cmd_upstream_check(args):
+    from .upstream import upstream_check
+
+    report = upstream_check()
+    _emit(args, report, "\n".join(report["lines"]))
+    return 0 if report["ok"] else 1
+
+
+def main(argv=None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--device", default=os.environ.get("NSA_DEVICE", "cpu"), help="cpu (default) or cuda")
+    p = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)
+    sub.add_parser("stages", help="stage names in series order").set_defaults(fn=cmd_stages)
+    sub.add_parser("status", help="which stage vendor_stub/ is at").set_defaults(fn=cmd_status)
+    a = sub.add_parser("apply", help="bring vendor_stub/ to a stage")
+    a.add_argument("stage")
+    a.set_defaults(fn=cmd_apply)
+    sub.add_parser("unapply", help="back to baseline").set_defaults(fn=cmd_unapply)
+    sub.add_parser("refresh", help="regenerate the topmost applied patch").set_defaults(fn=cmd_refresh)
+    v = sub.add_parser("verify", help="stage x scenario bit-exact table")
+    v.add_argument("stage", nargs="*")
+    v.set_defaults(fn=cmd_verify)
+    o = sub.add_parser("ops", help="aten ops and Triton launches per replay, stage x bs")
+    o.add_argument("stage", nargs="*")
+    o.add_argument("--bs", type=int, nargs="+", default=[1, 32, 128])
+    o.set_defaults(fn=cmd_ops)
+    sub.add_parser("upstream-check", help="regions byte-identical; series applies to real upstream").set_defaults(
+        fn=cmd_upstream_check
+    )
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except (SeriesError, ReplayInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

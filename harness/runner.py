@@ -1,0 +1,189 @@
+"""What sglang's CudaGraphRunner does around the attention backend, without a model.
+
+It owns the static inputs (GraphInputBuffers in sglang 0.5.6: int32 `req_pool_indices`,
+`seq_lens` filled with the backend's fill value, a CPU `seq_lens_cpu`), captures metadata for every
+batch size in `capture_bs` (largest first, as upstream), and replays a batch by padding it to the
+smallest captured bs that fits: padded slots get `seq_lens = fill value` and keep stale pool indices.
+Every input is checked before any buffer is written.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Optional
+
+import torch
+
+MODES = ("target_verify", "decode", "draft_extend")
+
+
+class ReplayInputError(ValueError):
+    """Input the metadata replay cannot take; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One scheduler step: the real (unpadded) requests."""
+
+    req_pool_indices: torch.Tensor  # [raw_bs] integer, on the backend's device
+    seq_lens: torch.Tensor  # [raw_bs] integer, on the backend's device
+    accept_length: Optional[torch.Tensor] = None  # [raw_bs] int32, draft_extend only
+
+    @property
+    def raw_bs(self) -> int:
+        return self.req_pool_indices.shape[0]
+
+
+class GraphRunner:
+    def __init__(
+        self,
+        module: ModuleType,
+        *,
+        req_to_token: torch.Tensor,
+        context_len: int,
+        page_size: int,
+        index_topk: int,
+        num_draft_tokens: int,
+        capture_bs: tuple[int, ...],
+        mode: str = "target_verify",
+        seq_lens_dtype: torch.dtype = torch.int32,
+    ):
+        if mode not in MODES:
+            raise ReplayInputError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+        if mode != "decode" and num_draft_tokens < 1:
+            raise ReplayInputError(
+                f"num_draft_tokens (D) must be >= 1 for {mode}, got {num_draft_tokens}: "
+                "set speculative_num_draft_tokens to the number of draft tokens verified per request"
+            )
+        if not capture_bs or min(capture_bs) < 1:
+            raise ReplayInputError(f"capture_bs must be positive batch sizes, got {capture_bs}")
+        if seq_lens_dtype not in (torch.int32, torch.int64):
+            raise ReplayInputError(f"seq_lens dtype must be int32 or int64, got {seq_lens_dtype}")
+        self.module = module
+        self.mode = mode
+        self.forward_mode = {
+            "target_verify": module.ForwardMode.TARGET_VERIFY,
+            "decode": module.ForwardMode.DECODE,
+            "draft_extend": module.ForwardMode.DRAFT_EXTEND,
+        }[mode]
+        self.device = req_to_token.device
+        self.context_len = context_len
+        self.num_draft_tokens = num_draft_tokens
+        self.capture_bs = tuple(sorted(set(capture_bs)))
+        self.backend = module.NativeSparseAttnBackend(
+            module.build_model_runner(
+                device=self.device,
+                page_size=page_size,
+                context_len=context_len,
+                index_topk=index_topk,
+                num_draft_tokens=num_draft_tokens,
+                req_to_token=req_to_token,
+            )
+        )
+        self.fill_value = self.backend.get_cuda_graph_seq_len_fill_value()
+        max_bs = self.capture_bs[-1]
+        self.tokens_per_req = 1 if mode == "decode" else num_draft_tokens
+        self.backend.init_cuda_graph_state(max_bs, max_bs * self.tokens_per_req)
+
+        self.req_pool_indices = torch.zeros(max_bs, dtype=torch.int32, device=self.device)
+        self.seq_lens = torch.full((max_bs,), self.fill_value, dtype=seq_lens_dtype, device=self.device)
+        self.seq_lens_cpu = torch.full((max_bs,), self.fill_value, dtype=seq_lens_dtype)
+        self.accept_length = torch.full((max_bs,), num_draft_tokens or 1, dtype=torch.int32, device=self.device)
+        for bs in reversed(self.capture_bs):
+            self.backend.init_forward_metadata_capture_cuda_graph(
+                bs,
+                bs * self.tokens_per_req,
+                self.req_pool_indices[:bs],
+                self.seq_lens[:bs],
+                None,
+                self.forward_mode,
+                self._spec_info(bs),
+            )
+
+    def _spec_info(self, bs: int):
+        if self.mode != "draft_extend":
+            return None
+        return self.module.SpecInput(accept_length=self.accept_length[:bs])
+
+    def padded_bs(self, raw_bs: int) -> int:
+        index = bisect.bisect_left(self.capture_bs, raw_bs)
+        if raw_bs < 1 or index == len(self.capture_bs):
+            raise ReplayInputError(
+                f"batch of {raw_bs} requests does not fit the largest captured bs "
+                f"{self.capture_bs[-1]}: capture a larger bs or split the batch"
+            )
+        return self.capture_bs[index]
+
+    def check(self, batch: Batch) -> int:
+        """Validate `batch` against what was captured; returns the padded bs."""
+        named = {"req_pool_indices": batch.req_pool_indices, "seq_lens": batch.seq_lens}
+        if batch.accept_length is not None:
+            named["accept_length"] = batch.accept_length
+        for name, t in named.items():
+            if not isinstance(t, torch.Tensor) or t.dim() != 1:
+                raise ReplayInputError(f"{name} must be a 1-D tensor")
+            if t.dtype not in (torch.int32, torch.int64):
+                raise ReplayInputError(f"{name} must be int32 or int64, got {t.dtype}: cast it with .to(torch.int32)")
+            if t.device != self.device:
+                raise ReplayInputError(
+                    f"{name} is on {t.device} but the captured buffers are on {self.device}: move it with .to('{self.device}')"
+                )
+            if t.shape[0] != batch.raw_bs:
+                raise ReplayInputError(f"{name} has {t.shape[0]} entries, req_pool_indices has {batch.raw_bs}")
+        bs = self.padded_bs(batch.raw_bs)
+        extra = 0 if self.mode == "decode" else self.num_draft_tokens
+        lens = batch.seq_lens.cpu()
+        too_long = (lens + (0 if self.mode == "draft_extend" else extra)) > self.context_len
+        if bool(too_long.any()) or bool((lens < 1).any()):
+            i = int((too_long | (lens < 1)).nonzero()[0])
+            raise ReplayInputError(
+                f"request {i}: seq_len {int(lens[i])} + {extra} draft tokens is outside [1, context_len="
+                f"{self.context_len}]: the scheduler must not send it to a graph captured for this context"
+            )
+        pool = batch.req_pool_indices.cpu()
+        rows = self.backend.req_to_token.shape[0]
+        if bool(((pool < 0) | (pool >= rows)).any()):
+            raise ReplayInputError(f"req_pool_indices must lie in [0, {rows}) (req_to_token rows)")
+        if batch.accept_length is not None:
+            acc = batch.accept_length.cpu()
+            if bool(((acc < 1) | (acc > self.num_draft_tokens) | (acc > lens)).any()):
+                raise ReplayInputError(f"accept_length must lie in [1, min(D={self.num_draft_tokens}, seq_len)]")
+        elif self.mode == "draft_extend":
+            raise ReplayInputError("draft_extend replays need accept_length")
+        return bs
+
+    def prepare(self, batch: Batch) -> int:
+        """Pad and copy `batch` into the static inputs, as GraphInputBuffers.populate_from_forward_batch."""
+        bs = self.check(batch)
+        raw_bs = batch.raw_bs
+        if bs != raw_bs:
+            self.seq_lens.fill_(self.fill_value)
+            self.seq_lens_cpu.fill_(self.fill_value)
+            self.accept_length.fill_(1)
+        self.req_pool_indices[:raw_bs].copy_(batch.req_pool_indices)
+        self.seq_lens[:raw_bs].copy_(batch.seq_lens)
+        self.seq_lens_cpu[:raw_bs].copy_(batch.seq_lens)
+        if batch.accept_length is not None:
+            self.accept_length[:raw_bs].copy_(batch.accept_length)
+        self.seq_lens_sum = int(self.seq_lens_cpu[:bs].sum())  # the runner's own host work
+        return bs
+
+    def replay_metadata(self, bs: int) -> None:
+        """The call under test: the backend's replay for an already prepared bs."""
+        self.backend.init_forward_metadata_replay_cuda_graph(
+            bs,
+            self.req_pool_indices[:bs],
+            self.seq_lens[:bs],
+            self.seq_lens_sum,
+            None,
+            self.forward_mode,
+            self._spec_info(bs),
+            seq_lens_cpu=self.seq_lens_cpu[:bs],
+        )
+
+    def replay(self, batch: Batch) -> int:
+        bs = self.prepare(batch)
+        self.replay_metadata(bs)
+        return bs
