@@ -8,6 +8,7 @@ not exactly some stage, so no edit is ever overwritten.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -170,19 +171,38 @@ class Series:
             return _read_tree(Path(tmp.name), STUB_DIR)
 
     # -- state ---------------------------------------------------------------------------------
+    @property
+    def _applied_record(self) -> Path:
+        # Like quilt's .pc/applied-patches: which stage the last apply left (per clone, untracked).
+        return Path(self.repo.git_dir) / "nsa-verify-applied-stage"
+
     def status(self) -> Status:
-        """Where vendor_stub/ stands; on ties (an empty new patch) the higher stage wins."""
+        """Where vendor_stub/ stands. Edits sit on the stage the last apply left, if that is known."""
         current = self.worktree()
-        best: tuple[int, int, str, tuple[str, ...]] | None = None
-        for name in self.names():
+
+        def edited(name: str) -> tuple[str, ...]:
             files = self.materialize(name)
-            edited = tuple(sorted(p for p in files.keys() | current.keys() if files.get(p) != current.get(p)))
-            changed_bytes = sum(abs(len(files.get(p, b"")) - len(current.get(p, b""))) for p in edited)
-            key = (len(edited), changed_bytes, name, edited)
-            if best is None or key[:2] <= best[:2]:
-                best = key
-        assert best is not None
-        return Status(best[2], best[3])
+            return tuple(sorted(p for p in files.keys() | current.keys() if files.get(p) != current.get(p)))
+
+        names = self.names()
+        recorded = self._applied_record.read_text().strip() if self._applied_record.exists() else ""
+        exact = [name for name in names if not edited(name)]
+        if exact:  # several only around an empty new patch: the recorded one, else the highest
+            return Status(recorded if recorded in exact else exact[-1])
+        if recorded in names:
+            return Status(recorded, edited(recorded))
+
+        def changed_lines(name: str) -> int:
+            files = self.materialize(name)
+            return sum(
+                sum(1 for line in difflib.unified_diff(
+                    files.get(p, b"").splitlines(), current.get(p, b"").splitlines(), lineterm=b"", n=0)
+                    if line[:1] in (b"+", b"-"))
+                for p in edited(name)
+            )
+
+        nearest = min(reversed(names), key=changed_lines)
+        return Status(nearest, edited(nearest))
 
     def _refuse_if_edited(self, status: Status, action: str) -> None:
         if status.clean:
@@ -206,6 +226,7 @@ class Series:
         if status.stage == name:
             return status
         self._replace_worktree(self.worktree(), self.materialize(name))
+        self._applied_record.write_text(name + "\n")
         return self.status()
 
     def unapply(self) -> Status:
@@ -280,7 +301,16 @@ class Series:
             header = b""
         body = self.diff(self.materialize(self.names()[index - 1]), self.worktree())
         patch_path.write_bytes(header + (b"\n" if header else b"") + body.encode())
-        if not self.status().clean:  # never leave a patch that does not reproduce the tree
+        self._materialized.clear()
+        try:
+            reproduced = self.status() == Status(status.stage)
+        except SeriesError:  # a later patch no longer applies on top of the new one
+            reproduced = False
+        if not reproduced:  # never leave a series that does not reproduce the tree
             patch_path.write_bytes(old_text)
-            raise SeriesError(f"refresh of patches/{patch_path.name} did not reproduce the tree; restored it")
+            self._materialized.clear()
+            raise SeriesError(
+                f"refresh of patches/{patch_path.name} would not reproduce the tree or would break a later "
+                "patch; restored it. Refresh only the topmost applied patch"
+            )
         return f"refreshed patches/{patch_path.name}"
