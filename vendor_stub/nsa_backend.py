@@ -388,30 +388,48 @@ class NativeSparseAttnBackend(AttentionBackend):
             metadata.nsa_cache_seqlens_int32.copy_(nsa_cache_seqlens)
             seqlens_expanded = cache_seqlens
         elif forward_mode.is_target_verify():
-            draft = self.speculative_num_draft_tokens
-            max_seqlen_k = int(seq_lens_cpu.max().item() + draft)
-
-            from .nsa_target_verify_metadata import fill_target_verify_lengths
-
-            seqlens_expanded = metadata.nsa_seqlens_expanded
-            nsa_cache_seqlens = metadata.nsa_cache_seqlens_int32
-            # One launch writes all five length buffers, nsa_cu_seqlens_k included.
-            fill_target_verify_lengths(
-                seq_lens,
-                draft,
-                self.nsa_index_topk,
-                cache_seqlens=metadata.cache_seqlens_int32,
-                cu_seqlens_k=metadata.cu_seqlens_k,
-                seqlens_expanded=seqlens_expanded,
-                nsa_cache_seqlens=nsa_cache_seqlens,
-                nsa_cu_seqlens_k=metadata.nsa_cu_seqlens_k,
+            max_seqlen_k = int(
+                seq_lens_cpu.max().item() + self.speculative_num_draft_tokens
             )
-            # Row i of req_to_token, once per draft token: a broadcast copy instead of
-            # repeat_interleave into a temporary and a second copy.
-            page_indices = metadata.page_table_1[:, :max_seqlen_k]
-            page_indices.unflatten(0, (bs, draft)).copy_(
-                self.req_to_token[req_pool_indices, :max_seqlen_k].unsqueeze(1)
+
+            cache_seqlens = (seq_lens + self.speculative_num_draft_tokens).to(
+                torch.int32
             )
+            metadata.cache_seqlens_int32.copy_(cache_seqlens)
+            metadata.cu_seqlens_k[1:].copy_(
+                torch.cumsum(cache_seqlens, dim=0, dtype=torch.int32)
+            )
+            page_indices = self.req_to_token[req_pool_indices, :max_seqlen_k]
+            page_indices = torch.repeat_interleave(
+                page_indices, repeats=self.speculative_num_draft_tokens, dim=0
+            )
+            metadata.page_table_1[:, :max_seqlen_k].copy_(page_indices)
+            extend_seq_lens_cpu = [self.speculative_num_draft_tokens] * bs
+
+            seqlens_int32_cpu = [
+                self.speculative_num_draft_tokens + kv_len
+                for kv_len in seq_lens_cpu.tolist()
+            ]
+            seqlens_expanded = torch.cat(
+                [
+                    torch.arange(
+                        kv_len - qo_len + 1,
+                        kv_len + 1,
+                        dtype=torch.int32,
+                        device=self.device,
+                    )
+                    for qo_len, kv_len in zip(
+                        extend_seq_lens_cpu,
+                        seqlens_int32_cpu,
+                        strict=True,
+                    )
+                ]
+            )
+            metadata.nsa_seqlens_expanded.copy_(seqlens_expanded)
+            nsa_cache_seqlens = compute_nsa_seqlens(
+                seqlens_expanded, self.nsa_index_topk
+            )
+            metadata.nsa_cache_seqlens_int32.copy_(nsa_cache_seqlens)
         elif forward_mode.is_draft_extend():
             max_seqlen_k = int(seq_lens_cpu.max().item())
             cache_seqlens = seq_lens.to(torch.int32)
@@ -462,13 +480,9 @@ class NativeSparseAttnBackend(AttentionBackend):
             and self.nsa_index_topk is not None
         )
 
-        if not forward_mode.is_target_verify():  # the fused launch already wrote it
-            torch.cumsum(
-                nsa_cache_seqlens,
-                dim=0,
-                dtype=torch.int32,
-                out=metadata.nsa_cu_seqlens_k[1 : 1 + seqlens_expanded_size],
-            )
+        metadata.nsa_cu_seqlens_k[1 : 1 + seqlens_expanded_size].copy_(
+            torch.cumsum(nsa_cache_seqlens, dim=0, dtype=torch.int32)
+        )
         # NOTE(dark): (nsa-) cu_seqlens_q is always arange, no need to copy
 
         assert self.real_page_size == metadata.page_size
