@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -77,6 +78,22 @@ def _read_tree(root: Path, under: str) -> Files:
     }
 
 
+def _check_pristine(files: Files) -> None:
+    """HEAD must hold the baseline: each pinned region must sit at its stub_lines, byte for byte."""
+    pin_path = f"{STUB_DIR}/UPSTREAM_PIN.toml"
+    if pin_path not in files:
+        return  # a stub without a pin (the machinery's own tests): nothing to check
+    stub = files[f"{STUB_DIR}/nsa_backend.py"].splitlines(keepends=True)
+    for region in tomllib.loads(files[pin_path].decode())["region"]:
+        start, end = region["stub_lines"]
+        if hashlib.sha256(b"".join(stub[start - 1 : end])).hexdigest() != region["sha256"]:
+            raise SeriesError(
+                f"HEAD's {STUB_DIR}/nsa_backend.py is not the pristine baseline (pinned region "
+                f"'{region['name']}' differs): commit {STUB_DIR}/ only at baseline; restore it with "
+                f"`git checkout <last good commit> -- {STUB_DIR}` and commit"
+            )
+
+
 class Series:
     def __init__(self, root: Path | str = REPO_ROOT):
         self.root = Path(root)
@@ -112,11 +129,9 @@ class Series:
             tree = self.repo.head.commit.tree / STUB_DIR
         except (KeyError, ValueError) as e:
             raise SeriesError(f"HEAD has no {STUB_DIR}/: commit the pristine stub first") from e
-        return {
-            blob.path: blob.data_stream.read()
-            for blob in tree.traverse()
-            if blob.type == "blob"
-        }
+        files = {blob.path: blob.data_stream.read() for blob in tree.traverse() if blob.type == "blob"}
+        _check_pristine(files)
+        return files
 
     def worktree(self) -> Files:
         """The files git would see under vendor_stub/ (ignored ones such as __pycache__ left out)."""
