@@ -20,10 +20,11 @@ from pathlib import Path
 
 import git
 
+from .loader import REPO_ROOT
+
 STUB_DIR = "vendor_stub"
 PATCH_DIR = "patches"
 BASELINE = "baseline"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 Files = dict[str, bytes]  # repo-relative path -> exact bytes
 

@@ -7,8 +7,6 @@ compared in one process. `load(WORKTREE)` imports vendor_stub/ as it stands in t
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import re
 import shutil
@@ -16,10 +14,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from .series import REPO_ROOT, STUB_DIR, Series, _write_tree
+from .loader import BUILD_DIR, REPO_ROOT, import_stub
+from .series import STUB_DIR, Series, _write_tree
 
 WORKTREE = "worktree"
-BUILD_DIR = REPO_ROOT / "build" / "stages"
 
 
 def names() -> list[str]:
@@ -27,21 +25,10 @@ def names() -> list[str]:
     return Series().names()
 
 
-def _import_package(package: str, directory: Path) -> ModuleType:
-    if package not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            package, directory / "__init__.py", submodule_search_locations=[str(directory)]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[package] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{package}.nsa_backend")
-
-
 def load(name: str, series: Series | None = None) -> ModuleType:
     """The stub's nsa_backend module at stage `name` (or the working tree's for WORKTREE)."""
     if name == WORKTREE:
-        return _import_package("nsa_stage_worktree", REPO_ROOT / STUB_DIR)
+        return import_stub("nsa_stage_worktree", REPO_ROOT / STUB_DIR)
     series = series or Series()
     digest = series.digest(name)  # raises SeriesError on an unknown stage
     folder = BUILD_DIR / f"{name}-{digest}"
@@ -54,4 +41,4 @@ def load(name: str, series: Series | None = None) -> ModuleType:
         except OSError:  # another process won the race with identical content
             shutil.rmtree(staging, ignore_errors=True)
     package = "nsa_stage_" + re.sub(r"\W", "_", f"{name}_{digest}")
-    return _import_package(package, folder / STUB_DIR)
+    return import_stub(package, folder / STUB_DIR)
