@@ -211,13 +211,21 @@ class Series:
         def changed_lines(name: str) -> int:
             files = self.materialize(name)
             return sum(
-                sum(1 for line in difflib.unified_diff(
-                    files.get(p, b"").splitlines(), current.get(p, b"").splitlines(), lineterm=b"", n=0)
-                    if line[:1] in (b"+", b"-"))
+                sum(
+                    1
+                    for line in difflib.diff_bytes(
+                        difflib.unified_diff,
+                        files.get(p, b"").splitlines(),
+                        current.get(p, b"").splitlines(),
+                        lineterm=b"",
+                        n=0,
+                    )
+                    if line[:1] in (b"+", b"-")
+                )
                 for p in edited(name)
             )
 
-        nearest = min(reversed(names), key=changed_lines)
+        nearest = min(names, key=changed_lines)  # ties: the lower stage, the safer guess
         return Status(nearest, edited(nearest))
 
     def _refuse_if_edited(self, status: Status, action: str) -> None:

@@ -1,0 +1,90 @@
+"""Every stage of the series against baseline, whole buffers, replay by replay."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import stages
+from harness.compare import captured_state, first_mismatch
+from harness.scenarios import Scenario, matrix
+from harness.verify import compare_stage
+
+PATCHED = [s for s in stages.names() if s != "baseline"]
+
+
+def test_series_has_the_four_stages():
+    assert stages.names() == ["baseline", "quickwin", "list-elim", "triton", "repeat-audit"]
+
+
+@pytest.mark.parametrize("scenario", matrix(), ids=lambda s: s.name)
+@pytest.mark.parametrize("stage", PATCHED)
+def test_stage_bit_exact(stage, scenario):
+    verdict = compare_stage(stage, scenario)
+    assert verdict.exact, f"{stage} {scenario.name} replay {verdict.at_replay}: {verdict.mismatch}"
+    assert verdict.replays == scenario.replays
+
+
+@pytest.mark.parametrize("stage", PATCHED)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    draft=st.integers(1, 8),
+    page_size=st.sampled_from([1, 64]),
+    topk=st.integers(1, 400),
+    context_len=st.integers(130, 400),
+    capture_bs=st.lists(st.integers(1, 12), min_size=1, max_size=4, unique=True),
+    dtype=st.sampled_from(["int32", "int64"]),
+    negative=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_stage_bit_exact_fuzz(stage, draft, page_size, topk, context_len, capture_bs, dtype, negative, seed):
+    scenario = Scenario(
+        num_draft_tokens=draft,
+        page_size=page_size,
+        index_topk=topk,
+        context_len=context_len,
+        capture_bs=tuple(capture_bs),
+        seq_lens_dtype=dtype,
+        negative_pool_entries=negative,
+        replays=5,
+        seed=seed,
+    )
+    verdict = compare_stage(stage, scenario)
+    assert verdict.exact, f"{scenario}: replay {verdict.at_replay}: {verdict.mismatch}"
+
+
+def test_comparison_reports_first_differing_index():
+    a = {"buf": torch.zeros(3, 4, dtype=torch.int32)}
+    b = {"buf": a["buf"].clone()}
+    b["buf"][2, 1] = 7
+    m = first_mismatch(a, b)
+    assert (m.buffer, m.index, m.expected, m.actual) == ("buf", (2, 1), 0, 7)
+    assert str(m) == "buf[2, 1]: expected 0, got 7"
+
+
+@pytest.mark.parametrize(
+    "change, what",
+    [
+        (lambda t: t.to(torch.int64), "dtype"),
+        (lambda t: t.t().contiguous().t(), "stride"),
+        (lambda t: t[:2], "shape"),
+    ],
+)
+def test_comparison_sees_dtype_stride_shape(change, what):
+    a = torch.arange(12, dtype=torch.int32).view(3, 4)
+    m = first_mismatch({"buf": a}, {"buf": change(a)})
+    assert m is not None and m.what == what
+
+
+def test_stale_columns_are_compared():
+    # A stage that rewrote the whole page table (not only :max_seqlen_k) must be caught.
+    base = Scenario(num_draft_tokens=2, page_size=1, index_topk=48, capture_bs=(4,))
+    ref = base.runner(stages.load("baseline"))
+    got = base.runner(stages.load("baseline"))
+    batches = list(base.batches())
+    for b in batches[:2]:
+        ref.replay(b)
+        got.replay(b)
+    got.backend.decode_cuda_graph_metadata["page_table"][:, -1] += 1  # a column no replay wrote
+    m = first_mismatch(captured_state(ref.backend), captured_state(got.backend))
+    assert m is not None and m.buffer in ("page_table", "bs4.page_table_1", "bs4.real_page_table")
