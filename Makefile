@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 export TRITON_INTERPRET ?= 1
 STAGES  := $(shell $(PY) -m harness stages 2>/dev/null)
 
-.PHONY: setup test status unapply refresh verify ops upstream-check bench bench-compare report $(addprefix apply-,$(STAGES))
+.PHONY: setup test status unapply refresh verify ops upstream-check bench-prepare bench-gpu report $(addprefix apply-,$(STAGES))
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -36,3 +36,13 @@ ops:
 
 upstream-check:
 	$(PY) -m harness upstream-check
+
+# GPU run: `make bench-prepare` here, then on a GPU machine (see README) `make bench-gpu OUT=...`.
+bench-prepare:
+	$(PY) -m bench.gpu_run prepare
+
+bench-gpu:
+	TRITON_INTERPRET= python3 -m bench.gpu_run run $(OUT)
+
+report:
+	$(PY) -m bench.report reports/h100
