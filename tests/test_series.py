@@ -1,6 +1,7 @@
 """The series machinery on a scratch repository with a series built here."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 import git
@@ -154,6 +155,6 @@ def test_missing_patch_file_is_named(repo):
 def test_cli_status_and_refusal(tmp_path):
     # The real repository's CLI: status names a stage, unknown stage exits 2 with a one-line error.
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(["python", "-m", "harness", "apply", "nope"], cwd=root, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "harness", "apply", "nope"], cwd=root, capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.startswith("error: unknown stage 'nope'")
