@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
-from pathlib import Path
 from types import ModuleType
 
 from .loader import BUILD_DIR, REPO_ROOT, import_stub
