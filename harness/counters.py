@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
@@ -27,13 +27,7 @@ class ReplayCounts:
     ops: Counter = field(default_factory=Counter)  # op name -> count, all kinds
 
     def as_dict(self) -> dict:
-        return {
-            "device_kernels": self.device_kernels,
-            "device_views": self.device_views,
-            "host_ops": self.host_ops,
-            "triton_launches": self.triton_launches,
-            "ops": dict(sorted(self.ops.items())),
-        }
+        return {**asdict(self), "ops": dict(sorted(self.ops.items()))}
 
 
 class _OpCounter(TorchDispatchMode):

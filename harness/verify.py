@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -26,14 +26,7 @@ class Verdict:
         return self.mismatch is None
 
     def as_dict(self) -> dict:
-        return {
-            "stage": self.stage,
-            "scenario": self.scenario,
-            "exact": self.exact,
-            "replays": self.replays,
-            "at_replay": self.at_replay,
-            "mismatch": str(self.mismatch) if self.mismatch else None,
-        }
+        return {**asdict(self), "exact": self.exact, "mismatch": str(self.mismatch) if self.mismatch else None}
 
 
 def compare_stage(stage: str, scenario: Scenario, device="cpu", reference: str = "baseline") -> Verdict:
