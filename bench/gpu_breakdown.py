@@ -1,0 +1,99 @@
+"""Where the host time of one fused target-verify replay goes (GPU; after `python -m bench.gpu_run prepare`).
+
+    python3 -m bench.gpu_breakdown [STAGE]
+
+Times, median of many calls (host clock, queue drained between calls): the whole backend replay,
+the replay with the launcher stubbed out (prologue + tail), the launcher alone, the bare
+`kernel[grid](...)` launch, and the pieces of the prologue. A notes tool: it answers "what is left
+to cut", it is not a benchmark of record.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import sys
+import time
+
+import torch
+
+from bench.gpu_run import stage_modules
+from harness.runner import Batch
+from harness.scenarios import Scenario
+
+
+def host_us(fn, repeats=400) -> float:
+    samples = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(samples)
+
+
+def main(stage: str) -> None:
+    import triton
+
+    module = stage_modules()[stage]
+    kernel_mod = importlib.import_module(module.__package__ + ".nsa_target_verify_metadata")
+    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, stage)
+
+    @triton.jit
+    def _empty(x):
+        pass
+
+    dummy = torch.empty(1, device="cuda")
+    _empty[(1,)](dummy)
+    rows = [("empty Triton launch", host_us(lambda: _empty[(1,)](dummy)))]
+    for bs in (1, 32, 128):
+        sc = Scenario(num_draft_tokens=4, page_size=64, index_topk=2048, context_len=65600, capture_bs=(bs,), pool_size=bs + 8)
+        runner = sc.runner(module, "cuda")
+        lens = torch.full((bs,), 65000, dtype=torch.int32, device="cuda")
+        batch = Batch(torch.arange(bs, dtype=torch.int32, device="cuda"), lens)
+        runner.replay(batch)
+        runner.prepare(batch)
+        backend, md = runner.backend, runner.backend.decode_cuda_graph_metadata[bs]
+        calls = {}
+        original = kernel_mod.fill_target_verify_metadata
+
+        def spy(*args, **kwargs):
+            calls["args"], calls["kwargs"] = args, kwargs
+            return original(*args, **kwargs)
+
+        kernel_mod.fill_target_verify_metadata = spy
+        runner.replay_metadata(bs)
+        kernel_mod.fill_target_verify_metadata = lambda *a, **k: None
+        prologue = host_us(lambda: runner.replay_metadata(bs))
+        kernel_mod.fill_target_verify_metadata = original
+        full = host_us(lambda: runner.replay_metadata(bs))
+        launcher = host_us(lambda: original(*calls["args"], **calls["kwargs"]))
+        jit = kernel_mod._target_verify_metadata_kernel
+        launch = {}
+        real_run = type(jit).run
+
+        def capture(self, *args, **kwargs):
+            launch["args"], launch["kwargs"] = args, kwargs
+            return real_run(self, *args, **kwargs)
+
+        type(jit).run = capture
+        original(*calls["args"], **calls["kwargs"])
+        type(jit).run = real_run
+        bare = host_us(lambda: jit.run(*launch["args"], **launch["kwargs"]))
+        sl, slc, rpi = runner.seq_lens, runner.seq_lens_cpu, runner.req_pool_indices
+        rows += [
+            (f"bs={bs} whole replay", full),
+            (f"bs={bs} replay, launcher stubbed", prologue),
+            (f"bs={bs} launcher (checks + launch)", launcher),
+            (f"bs={bs}   bare kernel[grid](...) launch", bare),
+            (f"bs={bs}   3 prologue slices", host_us(lambda: (sl[:bs], slc[:bs], rpi[:bs]))),
+            (f"bs={bs}   seq_lens_cpu.max().item()", host_us(lambda: int(slc[:bs].max().item()))),
+            (f"bs={bs}   set_nsa_prefill_impl", host_us(lambda: backend.set_nsa_prefill_impl(forward_batch=None))),
+        ]
+        del runner, md
+    for name, us in rows:
+        print(f"{name:<42} {us:8.1f} us")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "repeat-audit")
