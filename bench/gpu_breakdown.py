@@ -54,20 +54,14 @@ def main(stage: str) -> None:
         runner.replay(batch)
         runner.prepare(batch)
         backend, md = runner.backend, runner.backend.decode_cuda_graph_metadata[bs]
-        calls = {}
-        original = kernel_mod.fill_target_verify_metadata
-
-        def spy(*args, **kwargs):
-            calls["args"], calls["kwargs"] = args, kwargs
-            return original(*args, **kwargs)
-
-        kernel_mod.fill_target_verify_metadata = spy
-        runner.replay_metadata(bs)
-        kernel_mod.fill_target_verify_metadata = lambda *a, **k: None
+        launch_obj = backend.target_verify_launches[bs]
+        backend.target_verify_launches[bs] = lambda *args: None
         prologue = host_us(lambda: runner.replay_metadata(bs))
-        kernel_mod.fill_target_verify_metadata = original
+        backend.target_verify_launches[bs] = launch_obj
         full = host_us(lambda: runner.replay_metadata(bs))
-        launcher = host_us(lambda: original(*calls["args"], **calls["kwargs"]))
+        max_seqlen_k = int(runner.seq_lens_cpu[:bs].max()) + 4
+        call_args = (runner.seq_lens[:bs], runner.req_pool_indices[:bs], max_seqlen_k)
+        launcher = host_us(lambda: launch_obj(*call_args))
         jit = kernel_mod._target_verify_metadata_kernel
         launch = {}
         real_run = type(jit).run
@@ -77,14 +71,14 @@ def main(stage: str) -> None:
             return real_run(self, *args, **kwargs)
 
         type(jit).run = capture
-        original(*calls["args"], **calls["kwargs"])
+        launch_obj(*call_args)
         type(jit).run = real_run
         bare = host_us(lambda: jit.run(*launch["args"], **launch["kwargs"]))
         sl, slc, rpi = runner.seq_lens, runner.seq_lens_cpu, runner.req_pool_indices
         rows += [
             (f"bs={bs} whole replay", full),
             (f"bs={bs} replay, launcher stubbed", prologue),
-            (f"bs={bs} launcher (checks + launch)", launcher),
+            (f"bs={bs} launch object (checks + launch)", launcher),
             (f"bs={bs}   bare kernel[grid](...) launch", bare),
             (f"bs={bs}   3 prologue slices", host_us(lambda: (sl[:bs], slc[:bs], rpi[:bs]))),
             (f"bs={bs}   seq_lens_cpu.max().item()", host_us(lambda: int(slc[:bs].max().item()))),
