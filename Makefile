@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 export TRITON_INTERPRET ?= 1
 STAGES  := $(shell $(PY) -m harness stages 2>/dev/null)
 
-.PHONY: setup test status unapply refresh verify ops upstream-check bench-prepare bench-gpu report $(addprefix apply-,$(STAGES))
+.PHONY: setup test status unapply refresh verify ops upstream-check bench bench-compare bench-smoke bench-prepare report $(addprefix apply-,$(STAGES))
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -37,12 +37,27 @@ ops:
 upstream-check:
 	$(PY) -m harness upstream-check
 
-# GPU run: `make bench-prepare` here, then on a GPU machine (see README) `make bench-gpu OUT=...`.
+# Benchmarks: pytest-benchmark, saved under reports/$(MACHINE)/benchmarks (h100, h200, ... or cpu).
+MACHINE ?= $(shell $(PY) -m bench.machine 2>/dev/null)
+BENCH_ARGS := -p no:cacheprovider --benchmark-enable --benchmark-only --benchmark-group-by=group \
+	--benchmark-columns=median,iqr,rounds --benchmark-storage=reports/$(MACHINE)/benchmarks
+
+bench: setup
+	$(PY) -m pytest bench $(BENCH_ARGS) --benchmark-save=$(MACHINE)
+
+# The saved runs side by side, one table per input, baseline and the stages in each.
+bench-compare:
+	$(VENV)/bin/pytest-benchmark compare --group-by=group --columns=median,iqr --sort=name \
+		reports/$(MACHINE)/benchmarks/*/*.json
+
+# Every benchmark body once, no timing: keeps the suite runnable (CI).
+bench-smoke: setup
+	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-disable
+
+# Stages materialized for a machine without git (the GPU machine): carry build/ there.
 bench-prepare:
-	$(PY) -m bench.gpu_run prepare
+	$(PY) -m harness build
 
-bench-gpu:
-	TRITON_INTERPRET= python3 -m bench.gpu_run run $(OUT)
-
-report:
-	$(PY) -m bench.report reports/h100
+report: setup
+	@test -n "$$(ls reports/$(MACHINE)/benchmarks/*/*.json 2>/dev/null)" || $(MAKE) bench
+	$(PY) -m bench.report

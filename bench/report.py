@@ -1,116 +1,195 @@
-"""reports/<machine>/REPORT.md and plots from a gpu_run.json (python -m bench.report reports/h100)."""
+"""reports/<machine>/REPORT.md and its plots, from that machine's latest pytest-benchmark run.
+
+    python -m bench.report [MACHINE ...]      (default: every reports/<machine>/ holding a run)
+
+Reads reports/<machine>/benchmarks/*/NNNN_*.json (written by `make bench`) and, where present,
+reports/<machine>/verdicts.json (written on a GPU by `python -m bench.gpu_verdicts`). Without the
+latter (CPU machines) the bit-exact verdicts are computed here with the harness.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
 
-STAGES = ["baseline", "quickwin", "list-elim", "triton", "repeat-audit"]
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+PEER, FLOOR = "upstream-0.5.23", "empty-launch"
 
 
-def load(folder: Path) -> dict:
-    return json.loads((folder / "gpu_run.json").read_text())
+def latest_run(machine: str) -> dict:
+    runs = sorted((REPORTS / machine / "benchmarks").glob("*/*.json"), key=lambda p: p.name)
+    if not runs:
+        raise FileNotFoundError(f"no pytest-benchmark run under reports/{machine}/benchmarks: run `make bench` first")
+    data = json.loads(runs[-1].read_text())
+    data["_file"] = str(runs[-1].relative_to(REPORTS / machine))
+    return data
 
 
-def plot(rows: list[dict], folder: Path) -> list[str]:
+def table_rows(run: dict) -> tuple[list[str], list[dict]]:
+    """One row per input (benchmark group): impl -> {host_us, device_us, counts}, in series order."""
+    rows: dict[tuple, dict] = {}
+    stages: list[str] = []
+    for b in run["benchmarks"]:
+        x = b["extra_info"]
+        key = (x["bs"], x["D"], x["page_size"], x["maxlen"])
+        row = rows.setdefault(key, dict(zip(("bs", "D", "page_size", "maxlen"), key), floor_us=x["floor_us"]))
+        row[x["impl"]] = {"host_us": b["stats"]["median"] * 1e6, **x}
+        if x["role"] in ("baseline", "stage") and x["impl"] not in stages:
+            stages.append(x["impl"])
+    # first appearance is series order: pytest ran the stages that way, baseline first
+    return stages, [rows[k] for k in sorted(rows)]
+
+
+def verdict_lines(machine: str, stages: list[str]) -> list[str]:
+    path = REPORTS / machine / "verdicts.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        lines = [f"From `verdicts.json` ({data['env']['card']}, torch {data['env']['torch']}, triton {data['env']['triton']}):", ""]
+        for stage in stages[1:]:
+            mine = [v for v in data["stages"] if v["stage"] == stage]
+            lines.append(f"- {stage}: {sum(v['exact'] for v in mine)}/{len(mine)} scenarios bit-exact")
+        lines += ["", "Device syncs (`torch.cuda.set_sync_debug_mode('error')` around one replay):", ""]
+        lines += [f"- {k}: {v}" for k, v in data["sync"].items()]
+        lines += ["", f"Upstream peer ({data['peer_note']}), in lockstep with baseline over replays that shrink:", ""]
+        for p in data["peer"]:
+            lines.append(
+                f"- {p['scenario']}: whole-buffer {'bit-exact' if p['whole_buffer_exact'] else 'DIFFERS, ' + p['first_whole_buffer_mismatch']};"
+                f" valid-only {'equal' if p['valid_only_exact'] else 'DIFFERS at ' + p['first_valid_only_mismatch']}"
+            )
+        return lines
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU data: CPU verdicts, before triton loads
+    from harness.scenarios import matrix
+    from harness.verify import compare_stage
+
+    lines = ["Computed by the harness on this machine (CPU, Triton interpreter):", ""]
+    for stage in stages[1:]:
+        verdicts = [compare_stage(stage, s) for s in matrix()]
+        lines.append(f"- {stage}: {sum(v.exact for v in verdicts)}/{len(verdicts)} scenarios bit-exact")
+    return lines
+
+
+def plot(stages: list[str], rows: list[dict], folder: Path, gpu: bool) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     made = []
-    for metric, name in (("host_us", "host_us_vs_bs.png"), ("device_us", "device_us_vs_floor.png")):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        for ax, maxlen in zip(axes, (4096, 65536)):
-            sel = [r for r in rows if r["D"] == 4 and r["page_size"] == 64 and r["maxlen"] == maxlen]
+    metrics = [("host_us", "host_us_vs_bs.png")] + ([("device_us", "device_us_vs_floor.png")] if gpu else [])
+    d, ps = max(r["D"] for r in rows), max(r["page_size"] for r in rows)
+    maxlens = sorted({r["maxlen"] for r in rows})
+    for metric, name in metrics:
+        fig, axes = plt.subplots(1, len(maxlens), figsize=(5.5 * len(maxlens), 4), sharey=True, squeeze=False)
+        for ax, maxlen in zip(axes[0], maxlens):
+            sel = [r for r in rows if r["D"] == d and r["page_size"] == ps and r["maxlen"] == maxlen]
             bss = [r["bs"] for r in sel]
-            for stage in STAGES + ["upstream"]:
-                if all(stage in r for r in sel):
-                    ax.plot(bss, [r[stage][metric] for r in sel], marker="o", label=stage)
-            ref = "empty_launch" if metric == "host_us" else None
-            if ref:
-                ax.plot(bss, [r[ref][metric] for r in sel], "k--", label="empty Triton launch")
+            for impl in stages + [PEER]:
+                if all(impl in r for r in sel):
+                    ax.plot(bss, [r[impl][metric] for r in sel], marker="o", label=impl)
+            if metric == "host_us":
+                ax.plot(bss, [r[FLOOR]["host_us"] for r in sel], "k--", label="empty Triton launch")
             else:
                 ax.plot(bss, [r["floor_us"] for r in sel], "k--", label="memory floor")
-            ax.set(xscale="log", yscale="log", xlabel="bs", title=f"D=4 page_size=64 maxlen={maxlen}")
-        axes[0].set_ylabel(f"{metric.replace('_us', '')} µs per replay (median)")
-        axes[1].legend(fontsize=7)
+            ax.set(xscale="log", yscale="log", xlabel="bs", title=f"D={d} page_size={ps} maxlen={maxlen}")
+        axes[0][0].set_ylabel(f"{metric.removesuffix('_us')} µs per replay (median)")
+        axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
         made.append(name)
     return made
 
 
-def main(folder: str) -> None:
-    folder = Path(folder)
-    data = load(folder)
-    rows, env = data["rows"], data["env"]
+def targets(stages: list[str], rows: list[dict]) -> list[str]:
+    last = stages[-1]
+    host = max(r[last]["host_us"] / r[FLOOR]["host_us"] for r in rows)
+    big = [r for r in rows if r["bs"] >= 128 and r["maxlen"] >= 65536]
+    lines = [f"- `{last}` host time <= 1.5x one empty Triton launch in every config: "
+             f"{'met' if host <= 1.5 else 'MISSED'} (worst {host:.1f}x)."]
+    if big:
+        dev = max(r[last]["device_us"] / r["floor_us"] for r in big)
+        lines.append(f"- `{last}` GPU time <= 1.25x the memory floor at bs >= 128, 64k: {'met' if dev <= 1.25 else 'MISSED'} (worst {dev:.2f}x).")
+    with_peer = [r for r in rows if PEER in r]
+    if with_peer:
+        h = sum(r[last]["host_us"] < r[PEER]["host_us"] for r in with_peer)
+        g = sum(r[last]["device_us"] < r[PEER]["device_us"] for r in with_peer)
+        lines.append(f"- `{last}` beats upstream 0.5.23 on host time in {h}/{len(with_peer)} configs, on GPU time in {g}/{len(with_peer)}.")
+    return lines
+
+
+def write(machine: str) -> Path:
+    run = latest_run(machine)
+    stages, rows = table_rows(run)
+    env = run["benchmarks"][0]["extra_info"]
+    gpu = bool(env["comparable"])
+    folder = REPORTS / machine
     out = [
-        f"# Target-verify replay: {env['card']}, torch {env['torch']}, triton {env['triton']}, Python {env['python']}",
+        f"# Target-verify replay on {env['card']}: torch {env['torch']}, triton {env['triton']}, Python {env['python']}",
         "",
-        "Generated by `python -m bench.report` from `gpu_run.json` (written by `python -m bench.gpu_run run`).",
-        "host µs: wall time of one replay call, no synchronize inside it. device µs: CUDA events around one",
-        "call after a synchronize (first to last GPU work, launch gaps and host prologue included).",
-        f"Medians of 50 calls. Copy bandwidth measured in the same run: {data['copy_bandwidth_Bps'] / 1e12:.2f} TB/s",
-        "(read + write); memory floor = bytes the replay must move / that bandwidth.",
-        "",
-        "## Bit-exact verdicts on the GPU (whole buffers, every captured graph, vs baseline)",
-        "",
+        f"Generated by `make report` from `{run['_file']}` (`make bench`, pytest-benchmark {run['version']}).",
     ]
-    verdicts = data["verdicts"]
-    for stage in STAGES[1:]:
-        mine = [v for v in verdicts if v["stage"] == stage]
-        out.append(f"- {stage}: {sum(v['exact'] for v in mine)}/{len(mine)} scenarios bit-exact")
-    out += ["", "## Device syncs (`torch.cuda.set_sync_debug_mode('error')` around one replay)", ""]
-    out += [f"- {k}: {v}" for k, v in data["sync"].items()]
-    out += ["", "## Per-stage deltas (median over all 40 configs of host µs)", "",
-            "| stage | host µs median | vs previous | vs baseline | device kernels (bs 128) | Triton launches |",
-            "|---|---:|---:|---:|---:|---:|"]
-    prev = None
-    for stage in STAGES:
-        med = statistics.median(r[stage]["host_us"] for r in rows)
-        base = statistics.median(r["baseline"]["host_us"] for r in rows)
-        k = next(r[stage] for r in rows if r["bs"] == 128)
-        out.append(f"| {stage} | {med:.1f} | {'' if prev is None else f'{prev / med:.2f}x'} | {base / med:.2f}x |"
-                   f" {k['device_kernels']} | {k['triton_launches']} |")
-        prev = med
-    header = "| bs | D | ps | maxlen | " + " | ".join(STAGES + ["upstream 0.5.23", "empty launch", "floor"]) + " |"
-    out += ["", "## All configs: host µs / device µs", "", header, "|" + "---|" * (header.count("|") - 1)]
-    for r in rows:
-        cells = [f"{r[s]['host_us']:.1f} / {r[s]['device_us']:.1f}" for s in STAGES]
-        up = r.get("upstream")
-        cells.append(f"{up['host_us']:.1f} / {up['device_us']:.1f}" if up else "skipped")
-        cells.append(f"{r['empty_launch']['host_us']:.1f}")
-        cells.append(f"{r['floor_us']:.1f}")
-        out.append(f"| {r['bs']} | {r['D']} | {r['page_size']} | {r['maxlen']} | " + " | ".join(cells) + " |")
-    out += ["", "## Targets", ""]
-    ra = [r["repeat-audit"] for r in rows]
-    host_ratio = max(x["host_us"] / r["empty_launch"]["host_us"] for x, r in zip(ra, rows))
-    big = [r for r in rows if r["bs"] >= 128 and r["maxlen"] == 65536]
-    floor_ratio = max(r["repeat-audit"]["device_us"] / r["floor_us"] for r in big)
-    beats_host = sum(r["repeat-audit"]["host_us"] < r["upstream"]["host_us"] for r in rows if "upstream" in r)
+    if not gpu:
+        out += ["", "**Timings here are not comparable**: CPU tensors, Triton through its interpreter. Counts are exact."]
     out += [
-        f"- host <= 1.5x empty launch: MISSED, worst ratio {host_ratio:.1f}x.",
-        f"- device <= 1.25x floor at bs >= 128, 64k: MISSED, worst ratio {floor_ratio:.1f}x.",
-        f"- beats upstream 0.5.23 on host time: {beats_host}/{len(rows)} configs.",
         "",
-        "Why, and what would close it: the repeat-audit number is the whole backend replay (the shared prologue's",
-        "slices, `set_nsa_prefill_impl`, `seq_lens_cpu.max().item()`, the launcher's per-call argument checks and",
-        "Triton 3.6's Python launcher for 16 runtime arguments), while the upstream row calls its kernel directly.",
-        "Device µs is measured from a start event recorded before that host work, so it carries it too. Next steps:",
-        "validate buffers once at capture instead of per replay, pass fewer runtime arguments, and record the",
-        "launch into the CUDA graph (issue 5, stage `graph`) so no host launch remains.",
+        "host µs: pytest-benchmark's median of one replay call, `torch.cuda.synchronize()` as untimed setup of each",
+        "round (nothing synchronizes inside the call). device µs: CUDA events around one call after a synchronize",
+        "(first to last GPU work, with the host work before the launch in between). Floor: bytes the replay must",
+        "move / device-to-device copy bandwidth measured in the same run.",
         "",
-        "Upstream peer: called once on a copy of the baseline's buffers after the same replay, so no stale",
-        "columns were in play: its whole-buffer check there passed, which does not make it whole-buffer bit-exact",
-        "(it skips columns past each row's kv length; the stale-column sequence was not run for it in this session).",
+        "## Bit-exact verdicts (whole buffers of every captured graph, against baseline)",
+        "",
+        *verdict_lines(machine, stages),
+        "",
+        "## Per patch: each stage against the previous one and against baseline",
+        "",
+        "Median over all inputs of the per-input ratio of host µs (>1: faster); counts per replay at the largest bs.",
+        "",
+        "| stage | vs previous | vs baseline | device aten kernels | Triton launches |",
+        "|---|---:|---:|---:|---:|",
     ]
-    out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot(rows, folder)]
+    biggest = max(rows, key=lambda r: r["bs"])
+    for i, stage in enumerate(stages):
+        prev = stages[i - 1] if i else None
+        vs_prev = statistics.median(r[prev]["host_us"] / r[stage]["host_us"] for r in rows) if prev else None
+        vs_base = statistics.median(r["baseline"]["host_us"] / r[stage]["host_us"] for r in rows)
+        c = biggest[stage]
+        out.append(f"| {stage} | {'' if vs_prev is None else f'{vs_prev:.2f}x'} | {vs_base:.2f}x | {c['device_kernels']} | {c['triton_launches']} |")
+    impls = stages + [PEER, FLOOR]
+    header = "| bs | D | ps | maxlen | " + " | ".join(impls) + (" | floor |" if gpu else " |")
+    out += ["", "## Every input: host µs" + (" / device µs" if gpu else ""), "", header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        cells = []
+        for impl in impls:
+            if impl not in r:
+                cells.append("skipped")
+            elif gpu:
+                cells.append(f"{r[impl]['host_us']:.1f} / {r[impl]['device_us']:.1f}")
+            else:
+                cells.append(f"{r[impl]['host_us']:.0f}")
+        tail = f" | {r['floor_us']:.1f} |" if gpu else " |"
+        out.append(f"| {r['bs']} | {r['D']} | {r['page_size']} | {r['maxlen']} | " + " | ".join(cells) + tail)
+    if gpu:
+        out += ["", "## Targets", "", *targets(stages, rows)]
+        notes = folder / "NOTES.md"
+        if notes.exists():
+            out += ["", notes.read_text().strip()]
+    out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plot(stages, rows, folder, gpu)]
     (folder / "REPORT.md").write_text("\n".join(out) + "\n")
-    print(f"wrote {folder / 'REPORT.md'}")
+    return folder / "REPORT.md"
+
+
+def main(machines: list[str]) -> None:
+    machines = machines or sorted(p.parent.name for p in REPORTS.glob("*/benchmarks"))
+    if not machines:
+        raise SystemExit("no benchmark runs under reports/: run `make bench` first")
+    for machine in machines:
+        print(f"wrote {write(machine)}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "reports/h100")
+    main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""python -m harness {stages,status,apply,unapply,refresh,verify,ops,upstream-check} [--json]"""
+"""python -m harness {stages,status,apply,unapply,refresh,build,verify,ops,upstream-check} [--json]"""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ def cmd_unapply(args):
 def cmd_refresh(args):
     msg = Series().refresh()
     _emit(args, {"message": msg}, msg)
+
+
+def cmd_build(args):
+    index = stages.build_all()
+    _emit(args, index, "\n".join(f"{k}: build/stages/{v}" for k, v in index.items()))
 
 
 def cmd_verify(args):
@@ -107,6 +112,9 @@ def main(argv=None) -> int:
     a.set_defaults(fn=cmd_apply)
     sub.add_parser("unapply", help="back to baseline").set_defaults(fn=cmd_unapply)
     sub.add_parser("refresh", help="regenerate the topmost applied patch").set_defaults(fn=cmd_refresh)
+    sub.add_parser("build", help="materialize every stage into build/stages (for machines without git)").set_defaults(
+        fn=cmd_build
+    )
     v = sub.add_parser("verify", help="stage x scenario bit-exact table")
     v.add_argument("stage", nargs="*")
     v.set_defaults(fn=cmd_verify)

@@ -22,3 +22,16 @@ def import_stub(package: str, directory: Path) -> ModuleType:
         sys.modules[package] = module
         spec.loader.exec_module(module)
     return importlib.import_module(f"{package}.nsa_backend")
+
+
+INDEX = BUILD_DIR / "index.json"
+
+
+def load_built() -> dict[str, ModuleType]:
+    """Every stage from the build `python -m harness build` left (for machines without git)."""
+    import json
+
+    if not INDEX.exists():
+        raise FileNotFoundError(f"{INDEX} is missing: run `python -m harness build` (make bench-prepare) first")
+    index = json.loads(INDEX.read_text())
+    return {name: import_stub(f"built_stage_{i}", BUILD_DIR / rel) for i, (name, rel) in enumerate(index.items())}

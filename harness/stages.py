@@ -7,12 +7,14 @@ compared in one process. `load(WORKTREE)` imports vendor_stub/ as it stands in t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+from pathlib import Path
 from types import ModuleType
 
-from .loader import BUILD_DIR, REPO_ROOT, import_stub
+from .loader import BUILD_DIR, INDEX, REPO_ROOT, import_stub
 from .series import STUB_DIR, Series, _write_tree
 
 WORKTREE = "worktree"
@@ -40,3 +42,11 @@ def load(name: str, series: Series | None = None) -> ModuleType:
             shutil.rmtree(staging, ignore_errors=True)
     package = "nsa_stage_" + re.sub(r"\W", "_", f"{name}_{digest}")
     return import_stub(package, folder / STUB_DIR)
+
+
+def build_all() -> dict[str, str]:
+    """Materialize every stage and write build/stages/index.json, for `loader.load_built()`."""
+    series = Series()
+    index = {name: str(Path(load(name, series).__file__).parent.relative_to(BUILD_DIR)) for name in series.names()}
+    INDEX.write_text(json.dumps(index, indent=2) + "\n")
+    return index

@@ -1,0 +1,56 @@
+"""Peers measured beside the stages: an empty Triton launch, and upstream's later fused kernel.
+
+Upstream's `fused_dsa_target_verify_metadata` (sglang >= 0.5.23) is read at run time from a wheel
+named by NSA_UPSTREAM_WHEEL (the GPU machine has no network: carry it); it is never vendored.
+"""
+
+import importlib.util
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+import triton
+
+UPSTREAM_MODULE = "sglang/kernels/ops/attention/dsa/metadata.py"
+
+
+def load_upstream_peer():
+    wheel = os.environ.get("NSA_UPSTREAM_WHEEL")
+    if not torch.cuda.is_available():
+        return None, "upstream peer skipped: fused_dsa_target_verify_metadata asserts CUDA tensors"
+    if not wheel or not Path(wheel).exists():
+        return None, f"upstream peer skipped: set NSA_UPSTREAM_WHEEL to an sglang>=0.5.23 wheel (got {wheel!r})"
+    folder = Path(tempfile.mkdtemp(prefix="sglang-peer-"))
+    with zipfile.ZipFile(wheel) as z:
+        (folder / "dsa_metadata.py").write_bytes(z.read(UPSTREAM_MODULE))
+    spec = importlib.util.spec_from_file_location("sglang_peer_dsa_metadata", folder / "dsa_metadata.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.fused_dsa_target_verify_metadata, f"upstream peer: {Path(wheel).name}:{UPSTREAM_MODULE}"
+
+
+def upstream_call(peer, runner, bs: int, draft: int, page_size: int, topk: int):
+    """A closure calling upstream's kernel on `runner`'s captured buffers, as its replay would."""
+    md = runner.backend.decode_cuda_graph_metadata[bs]
+    seq_lens, pool = runner.seq_lens[:bs], runner.req_pool_indices[:bs]
+    max_seqlen_k = int(runner.seq_lens_cpu[:bs].max()) + draft
+
+    def call():
+        peer(seq_lens, pool, runner.backend.req_to_token, md.cache_seqlens_int32, md.cu_seqlens_k,
+             md.page_table_1, md.nsa_seqlens_expanded, md.nsa_cache_seqlens_int32, md.nsa_cu_seqlens_k,
+             md.real_page_table, bs, max_seqlen_k, topk, page_size, draft)
+
+    return call
+
+
+@triton.jit
+def _empty_kernel(x):
+    pass
+
+
+def empty_launch(device):
+    """The host floor of any Python Triton launch: one program, one argument, no work."""
+    dummy = torch.empty(1, device=device)
+    return lambda: _empty_kernel[(1,)](dummy)
