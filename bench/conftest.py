@@ -25,11 +25,11 @@ def device() -> str:
 
 @pytest.fixture(scope="session")
 def stage_modules() -> dict:
-    """Stages in series order. Without git (GPU machines) they come from `make bench-prepare`'s build."""
-    try:
-        from harness import stages
-    except ImportError:
+    """Stages in series order. With NSA_USE_BUILD (GPU machines, no git) from `make bench-prepare`'s build."""
+    if os.environ.get("NSA_USE_BUILD"):
         return load_built()
+    from harness import stages
+
     return {name: stages.load(name) for name in stages.names()}
 
 
