@@ -1,6 +1,7 @@
 """Where the host time of one fused target-verify replay goes (GPU; after `python -m bench.gpu_run prepare`).
 
-    python3 -m bench.gpu_breakdown [STAGE]
+    python3 -m bench.gpu_breakdown [STAGE]      host time, piece by piece
+    python3 -m bench.gpu_breakdown kernels      kernel-only GPU time: block-size variants, upstream, floor
 
 Times, median of many calls (host clock, queue drained between calls): the whole backend replay,
 the replay with the launcher stubbed out (prologue + tail), the launcher alone, the bare
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from bench.gpu_run import stage_modules
+from harness.loader import load_built as stage_modules
 from harness.runner import Batch
 from harness.scenarios import Scenario
 
@@ -89,5 +90,59 @@ def main(stage: str) -> None:
         print(f"{name:<42} {us:8.1f} us")
 
 
+
+
+def kernels() -> None:
+    """Kernel-only GPU time (triton.testing.do_bench, median) of the fused launch, its variants, and peers."""
+    import triton
+    import triton.testing
+
+    from bench.peers import load_upstream_peer, upstream_call
+
+    module = stage_modules()["repeat-audit"]
+    kernel_mod = importlib.import_module(module.__package__ + ".nsa_target_verify_metadata")
+    jit = kernel_mod._target_verify_metadata_kernel
+    peer, _ = load_upstream_peer()
+    src = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    bandwidth = 2 * src.numel() / (triton.testing.do_bench(lambda: dst.copy_(src), return_mode="median") * 1e-3)
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+    for bs, ps in ((128, 1), (128, 64), (256, 1), (256, 64), (32, 64)):
+        draft, maxlen = 4, 65536
+        sc = Scenario(num_draft_tokens=draft, page_size=ps, index_topk=2048, context_len=65600, capture_bs=(bs,), pool_size=bs + 8)
+        runner = sc.runner(module, "cuda")
+        batch = Batch(torch.arange(bs, dtype=torch.int32, device="cuda"), torch.full((bs,), maxlen - draft, dtype=torch.int32, device="cuda"))
+        runner.replay(batch)
+        launch_obj = runner.backend.target_verify_launches[bs]
+        launch = {}
+        real_run = type(jit).run
+
+        def capture(self, *args, **kwargs):
+            launch["args"], launch["kwargs"] = args, kwargs
+            return real_run(self, *args, **kwargs)
+
+        type(jit).run = capture
+        launch_obj(runner.seq_lens[:bs], runner.req_pool_indices[:bs], maxlen)
+        type(jit).run = real_run
+        floor = 4 * (bs * maxlen + bs * draft * maxlen + (bs * draft * maxlen // ps if ps > 1 else 0)) / bandwidth * 1e6
+        line = [f"bs={bs:<4} D=4 ps={ps:<3} 64k floor {floor:6.1f} us |"]
+        for block, warps in ((1024, 4), (1024, 8), (2048, 4), (2048, 8), (4096, 8)):
+            kw = dict(launch["kwargs"], BLOCK_COLS=block, num_warps=warps, grid=(bs, triton.cdiv(maxlen, block)))
+            us = triton.testing.do_bench(lambda: jit.run(*launch["args"], **kw), return_mode="median") * 1e3
+            line.append(f"{block}/{warps}: {us:6.1f}")
+        if peer:
+            ref = sc.runner(stage_modules()["baseline"], "cuda")
+            ref.replay(batch)
+            call = upstream_call(peer, ref, bs, draft, ps, 2048)
+            line.append(f"| upstream: {triton.testing.do_bench(call, return_mode='median') * 1e3:6.1f}")
+            del ref
+        print(" ".join(line), flush=True)
+        del runner
+        torch.cuda.empty_cache()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "repeat-audit")
+    if sys.argv[1:] == ["kernels"]:
+        kernels()
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "repeat-audit")

@@ -1,7 +1,7 @@
 """Deterministic per-replay counters: aten ops by kind, and Triton kernel launches.
 
 A TorchDispatchMode sees every aten op the replay issues. Ops whose tensor inputs all derive from
-the host copy of the lengths (`seq_lens_cpu`) are host work; the rest touch device buffers and are
+the host copy of the lengths (`seq_lens_cpu`, followed through the tensors each op returns) are host work; the rest touch device buffers and are
 split into views (no kernel) and kernels. Triton launches are counted at `JITFunction.run` (and the
 interpreter's `InterpretedFunction.run`), with the dispatch mode paused inside so the interpreter's
 own host copies are not counted as ops.
@@ -10,6 +10,7 @@ own host copies are not counted as ops.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -34,18 +35,24 @@ class _OpCounter(TorchDispatchMode):
     def __init__(self, counts: ReplayCounts, host_tensors):
         super().__init__()
         self.counts = counts
-        self.host = {t.untyped_storage().data_ptr() for t in host_tensors}
+        # The tensor objects themselves (id -> weak reference, so a reused id of a dead tensor does not
+        # match): storage addresses get reused once a host temporary is freed.
+        self.host = {id(t): weakref.ref(t) for t in host_tensors}
+
+    def _is_host(self, t: torch.Tensor) -> bool:
+        ref = self.host.get(id(t))
+        return ref is not None and ref() is t
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         name = func.overloadpacket.__name__
         self.counts.ops[name] += 1
-        if inputs and all(t.untyped_storage().data_ptr() in self.host for t in inputs):
+        if inputs and all(self._is_host(t) for t in inputs):
             self.counts.host_ops += 1
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
-                    self.host.add(t.untyped_storage().data_ptr())
+                    self.host[id(t)] = weakref.ref(t)
         elif func.is_view:
             self.counts.device_views += 1
         else:
