@@ -2,6 +2,7 @@
 
     python3 -m bench.gpu_breakdown [STAGE]      host time, piece by piece
     python3 -m bench.gpu_breakdown kernels      kernel-only GPU time: block-size variants, upstream, floor
+    python3 -m bench.gpu_breakdown ab           every stage's host time, interleaved call by call
 
 Times, median of many calls (host clock, queue drained between calls): the whole backend replay,
 the replay with the launcher stubbed out (prologue + tail), the launcher alone, the bare
@@ -141,8 +142,46 @@ def kernels() -> None:
         torch.cuda.empty_cache()
 
 
+def ab(rounds: int = 1000) -> None:
+    """Host µs of every stage, interleaved call by call (shuffled order each round), so drift hits all alike."""
+    import random
+
+    import triton
+
+    modules = stage_modules()
+    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, f"{rounds} interleaved rounds")
+    print(f"{'bs':>4} {'D':>2} {'ps':>3} {'len':>6} | " + " | ".join(f"{n:>18}" for n in modules))
+    rng = random.Random(0)
+    for bs, draft, ps, maxlen in ((1, 2, 1, 4096), (1, 4, 64, 4096), (1, 4, 64, 65536), (32, 4, 64, 65536), (128, 2, 1, 4096)):
+        calls = {}
+        for name, module in modules.items():
+            sc = Scenario(num_draft_tokens=draft, page_size=ps, index_topk=2048, context_len=65600, capture_bs=(bs,), pool_size=bs + 8)
+            runner = sc.runner(module, "cuda")
+            lens = torch.full((bs,), maxlen - draft, dtype=torch.int32, device="cuda")
+            runner.replay(Batch(torch.arange(bs, dtype=torch.int32, device="cuda"), lens))
+            calls[name] = (runner, lambda r=runner: r.replay_metadata(bs))
+        samples = {name: [] for name in calls}
+        names = list(calls)
+        for _ in range(rounds):
+            rng.shuffle(names)
+            for name in names:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                calls[name][1]()
+                samples[name].append((time.perf_counter() - t0) * 1e6)
+        cells = []
+        for name in modules:
+            q = statistics.quantiles(samples[name], n=4)
+            cells.append(f"{q[1]:6.1f} [{q[0]:5.1f},{q[2]:6.1f}]")
+        print(f"{bs:>4} {draft:>2} {ps:>3} {maxlen:>6} | " + " | ".join(cells), flush=True)
+        del calls
+        torch.cuda.empty_cache()
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["kernels"]:
         kernels()
+    elif sys.argv[1:] == ["ab"]:
+        ab()
     else:
         main(sys.argv[1] if len(sys.argv) > 1 else "repeat-audit")

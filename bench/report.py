@@ -112,12 +112,15 @@ def targets(stages: list[str], rows: list[dict]) -> list[str]:
              f"{'met' if host <= 1.5 else 'MISSED'} (worst {host:.1f}x)."]
     if big:
         dev = max(r[last]["device_us"] / r["floor_us"] for r in big)
-        lines.append(f"- `{last}` GPU time <= 1.25x the memory floor at bs >= 128, 64k: {'met' if dev <= 1.25 else 'MISSED'} (worst {dev:.2f}x).")
+        lines.append(f"- `{last}` GPU time <= 1.25x the memory floor at bs >= 128, 64k, by the device µs above (events around"
+                     f" the whole call, host prologue included): {'met' if dev <= 1.25 else 'MISSED'} (worst {dev:.2f}x);"
+                     " the kernel alone is in the notes below.")
     with_peer = [r for r in rows if PEER in r]
     if with_peer:
         h = sum(r[last]["host_us"] < r[PEER]["host_us"] for r in with_peer)
         g = sum(r[last]["device_us"] < r[PEER]["device_us"] for r in with_peer)
-        lines.append(f"- `{last}` beats upstream 0.5.23 on host time in {h}/{len(with_peer)} configs, on GPU time in {g}/{len(with_peer)}.")
+        lines.append(f"- `{last}` beats upstream 0.5.23 on host time in {h}/{len(with_peer)} configs, on GPU time in {g}/{len(with_peer)}"
+                     " (ours: the whole backend replay; upstream: its kernel called bare).")
     return lines
 
 
