@@ -13,8 +13,22 @@ from harness.verify import compare_stage
 PATCHED = [s for s in stages.names() if s != "baseline"]
 
 
-def test_series_has_the_four_stages():
-    assert stages.names() == ["baseline", "quickwin", "list-elim", "triton", "repeat-audit"]
+def test_series_has_every_stage():
+    assert stages.names() == ["baseline", "quickwin", "list-elim", "triton", "repeat-audit", "graph"]
+
+
+def test_graph_stage_reads_no_host_lengths():
+    # Poison seq_lens_cpu after the graph runner filled it: the graph stage must not notice.
+    scenario = Scenario(num_draft_tokens=3, page_size=64, index_topk=48, context_len=320, capture_bs=(2, 4))
+    ref = scenario.runner(stages.load("baseline"))
+    got = scenario.runner(stages.load("graph"))
+    for i, batch in enumerate(scenario.batches()):
+        ref.replay(batch)
+        bs = got.prepare(batch)
+        got.seq_lens_cpu.fill_(10**6)
+        got.replay_metadata(bs)
+        mismatch = first_mismatch(captured_state(ref.backend), captured_state(got.backend))
+        assert mismatch is None, f"replay {i}: {mismatch}"
 
 
 @pytest.mark.parametrize("scenario", matrix(), ids=lambda s: s.name)

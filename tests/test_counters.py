@@ -7,7 +7,7 @@ from harness.verify import count_ops
 
 @pytest.fixture(scope="module")
 def counts():
-    return {(s, bs): count_ops(s, bs) for s in ("baseline", "quickwin", "list-elim", "triton", "repeat-audit") for bs in (1, 32, 128)}
+    return {(s, bs): count_ops(s, bs) for s in ("baseline", "quickwin", "list-elim", "triton", "repeat-audit", "graph") for bs in (1, 32, 128)}
 
 
 def test_baseline_grows_with_bs(counts):
@@ -16,7 +16,7 @@ def test_baseline_grows_with_bs(counts):
     assert counts["baseline", 32].ops["arange"] == 33
 
 
-@pytest.mark.parametrize("stage", ["quickwin", "list-elim", "triton", "repeat-audit"])
+@pytest.mark.parametrize("stage", ["quickwin", "list-elim", "triton", "repeat-audit", "graph"])
 def test_ops_do_not_grow_with_bs(counts, stage):
     assert counts[stage, 1].device_kernels == counts[stage, 32].device_kernels == counts[stage, 128].device_kernels
     assert counts[stage, 1].host_ops == counts[stage, 128].host_ops
@@ -39,3 +39,9 @@ def test_repeat_audit_is_one_launch_and_no_device_ops(counts):
     assert c.device_kernels == 0
     # what is left on the device side: the shared prologue's views (seq_lens[:bs] and friends)
     assert set(c.ops) <= {"slice", "max", "_local_scalar_dense"}
+
+
+def test_graph_stage_reads_no_host_value(counts):
+    c = counts["graph", 128]
+    assert c.triton_launches == 1 and c.device_kernels == 0
+    assert "max" not in c.ops and "_local_scalar_dense" not in c.ops  # no seq_lens_cpu.max().item()
