@@ -155,8 +155,14 @@ class GraphRunner:
         return bs
 
     def prepare(self, batch: Batch) -> int:
-        """Pad and copy `batch` into the static inputs, as GraphInputBuffers.populate_from_forward_batch."""
+        """Check `batch`, then pad and copy it into the static inputs; returns the padded bs."""
         bs = self.check(batch)
+        self.copy_inputs(batch, bs)
+        self.seq_lens_sum = int(self.seq_lens_cpu[:bs].sum())  # the runner's own host work
+        return bs
+
+    def copy_inputs(self, batch: Batch, bs: int) -> None:
+        """Only what GraphInputBuffers.populate_from_forward_batch does: fills and copies, no checks."""
         raw_bs = batch.raw_bs
         if bs != raw_bs:
             self.seq_lens.fill_(self.fill_value)
@@ -167,8 +173,6 @@ class GraphRunner:
         self.seq_lens_cpu[:raw_bs].copy_(batch.seq_lens)
         if batch.accept_length is not None:
             self.accept_length[:raw_bs].copy_(batch.accept_length)
-        self.seq_lens_sum = int(self.seq_lens_cpu[:bs].sum())  # the runner's own host work
-        return bs
 
     def replay_metadata(self, bs: int) -> None:
         """The call under test: the backend's replay for an already prepared bs."""
