@@ -1,4 +1,8 @@
 import os
 
-# The Triton stages run on CPU tensors through the interpreter; it must be set before triton imports.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+# Without a GPU the Triton stages run on CPU tensors through the interpreter; it must be set
+# before triton is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")

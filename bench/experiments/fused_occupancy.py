@@ -4,7 +4,9 @@
    page-table body alone runs exactly as fast (H100, bs 128, D=4, 64k: 178 vs 178 us; 26-30 regs).
 2. Prediction: `do_not_specialize=["max_seqlen_k"]` leaves the `cols < max_seqlen_k` mask with unknown
    alignment, so loads/stores are not vectorized; specializing (max_seqlen_k % 16 == 0) or masking the
-   body at max_seqlen_k rounded down to 16 (tail apart) should approach the floor.
+   body at max_seqlen_k rounded down to 16 (tail apart) should approach the floor. Confirmed: 176 us
+   unaligned, 65 us specialized-and-divisible, 62-65 us aligned body whatever the value (floor 57 us),
+   with identical bytes written. The repeat-audit kernel now uses the aligned body.
 Run on a GPU after `python -m harness build`: python3 -m bench.experiments.fused_occupancy
 """
 
