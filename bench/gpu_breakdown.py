@@ -19,19 +19,10 @@ import time
 
 import torch
 
+from bench.timing import host_us, launch_arguments
 from harness.loader import load_built as stage_modules
 from harness.runner import Batch
 from harness.scenarios import Scenario
-
-
-def host_us(fn, repeats=400) -> float:
-    samples = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(samples)
 
 
 def main(stage: str) -> None:
@@ -65,17 +56,8 @@ def main(stage: str) -> None:
         call_args = (runner.seq_lens[:bs], runner.req_pool_indices[:bs], max_seqlen_k)
         launcher = host_us(lambda: launch_obj(*call_args))
         jit = kernel_mod._target_verify_metadata_kernel
-        launch = {}
-        real_run = type(jit).run
-
-        def capture(self, *args, **kwargs):
-            launch["args"], launch["kwargs"] = args, kwargs
-            return real_run(self, *args, **kwargs)
-
-        type(jit).run = capture
-        launch_obj(*call_args)
-        type(jit).run = real_run
-        bare = host_us(lambda: jit.run(*launch["args"], **launch["kwargs"]))
+        args, kwargs = launch_arguments(jit, lambda: launch_obj(*call_args))
+        bare = host_us(lambda: jit.run(*args, **kwargs))
         sl, slc, rpi = runner.seq_lens, runner.seq_lens_cpu, runner.req_pool_indices
         rows += [
             (f"bs={bs} whole replay", full),
@@ -86,7 +68,6 @@ def main(stage: str) -> None:
             (f"bs={bs}   seq_lens_cpu.max().item()", host_us(lambda: int(slc[:bs].max().item()))),
             (f"bs={bs}   set_nsa_prefill_impl", host_us(lambda: backend.set_nsa_prefill_impl(forward_batch=None))),
         ]
-        del runner, md
     for name, us in rows:
         print(f"{name:<42} {us:8.1f} us")
 
@@ -115,21 +96,12 @@ def kernels() -> None:
         batch = Batch(torch.arange(bs, dtype=torch.int32, device="cuda"), torch.full((bs,), maxlen - draft, dtype=torch.int32, device="cuda"))
         runner.replay(batch)
         launch_obj = runner.backend.target_verify_launches[bs]
-        launch = {}
-        real_run = type(jit).run
-
-        def capture(self, *args, **kwargs):
-            launch["args"], launch["kwargs"] = args, kwargs
-            return real_run(self, *args, **kwargs)
-
-        type(jit).run = capture
-        launch_obj(runner.seq_lens[:bs], runner.req_pool_indices[:bs], maxlen)
-        type(jit).run = real_run
+        args, kwargs = launch_arguments(jit, lambda: launch_obj(runner.seq_lens[:bs], runner.req_pool_indices[:bs], maxlen))
         floor = 4 * (bs * maxlen + bs * draft * maxlen + (bs * draft * maxlen // ps if ps > 1 else 0)) / bandwidth * 1e6
         line = [f"bs={bs:<4} D=4 ps={ps:<3} 64k floor {floor:6.1f} us |"]
         for block, warps in ((1024, 4), (1024, 8), (2048, 4), (2048, 8), (4096, 8)):
-            kw = dict(launch["kwargs"], BLOCK_COLS=block, num_warps=warps, grid=(bs, triton.cdiv(maxlen, block)))
-            us = triton.testing.do_bench(lambda: jit.run(*launch["args"], **kw), return_mode="median") * 1e3
+            kw = dict(kwargs, BLOCK_COLS=block, num_warps=warps, grid=(bs, triton.cdiv(maxlen, block)))
+            us = triton.testing.do_bench(lambda: jit.run(*args, **kw), return_mode="median") * 1e3
             line.append(f"{block}/{warps}: {us:6.1f}")
         if peer:
             ref = sc.runner(stage_modules()["baseline"], "cuda")
@@ -138,7 +110,6 @@ def kernels() -> None:
             line.append(f"| upstream: {triton.testing.do_bench(call, return_mode='median') * 1e3:6.1f}")
             del ref
         print(" ".join(line), flush=True)
-        del runner
         torch.cuda.empty_cache()
 
 

@@ -16,15 +16,14 @@
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 
 import torch
 import triton
 import triton.testing
 
 from bench.peers import empty_launch
+from bench.timing import host_us
 from harness.compare import captured_state, first_mismatch
 from harness.loader import load_built
 from harness.runner import Batch
@@ -68,16 +67,6 @@ def batches(scenario: Scenario, n: int, maxlen: int):
         lens = torch.randint(1, top + 1, (raw_bs,), generator=g, dtype=torch.int32)
         pool = torch.randint(0, scenario.pool_size, (raw_bs,), generator=g, dtype=torch.int32)
         yield Batch(pool.cuda(), lens.cuda())
-
-
-def host_us(step, repeats=300) -> float:
-    samples = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        samples.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(samples)
 
 
 def main(out_path: str) -> None:
@@ -151,9 +140,9 @@ def main(out_path: str) -> None:
         def copies_only(bs=bs):
             copy_inputs(graph_runner)
 
-        row = {"bs": bs, "input_copies_us": host_us(copies_only), "in_graph_step_us": host_us(in_graph_step),
-               "copies_and_replay_us": host_us(copies_and_replay), "eager_repeat_audit_step_us": host_us(eager_step),
-               "empty_launch_us": host_us(empty)}
+        row = {"bs": bs, "input_copies_us": host_us(copies_only, 300), "in_graph_step_us": host_us(in_graph_step, 300),
+               "copies_and_replay_us": host_us(copies_and_replay, 300), "eager_repeat_audit_step_us": host_us(eager_step, 300),
+               "empty_launch_us": host_us(empty, 300)}
         rows.append(row)
         print(row, flush=True)
     result["host"] = rows

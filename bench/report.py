@@ -13,7 +13,6 @@ import json
 import os
 import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"

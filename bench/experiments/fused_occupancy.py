@@ -121,7 +121,6 @@ def main():
             _rows_aligned_body[(bs, triton.cdiv(k, 1024))](pool, req_to_token, md.page_table_1, k, REQ_TO_TOKEN_STRIDE=req_to_token.stride(0),
                                                            PAGE_TABLE_STRIDE=md.page_table_1.stride(0), DRAFT=draft, BLOCK_COLS=1024)
             print(f"  aligned body == masked body at max_seqlen_k={k}: {torch.equal(want, md.page_table_1)}", flush=True)
-        del runner
         torch.cuda.empty_cache()
 
 
