@@ -46,7 +46,7 @@ def main(stage: str) -> None:
         batch = Batch(torch.arange(bs, dtype=torch.int32, device="cuda"), lens)
         runner.replay(batch)
         runner.prepare(batch)
-        backend, md = runner.backend, runner.backend.decode_cuda_graph_metadata[bs]
+        backend = runner.backend
         launch_obj = backend.target_verify_launches[bs]
         backend.target_verify_launches[bs] = lambda *args: None
         prologue = host_us(lambda: runner.replay_metadata(bs))
