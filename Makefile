@@ -1,8 +1,9 @@
 # nsa-verify-patches: stub -> series -> stages -> verdicts -> report
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-# CPU machines run the Triton stages through the interpreter (must be set before triton imports).
-export TRITON_INTERPRET ?= 1
+# TRITON_INTERPRET is set by each entry point (tests/conftest.py, bench/conftest.py, harness, report)
+# only when there is no GPU: exporting it here would push a GPU machine's `make bench` through the
+# interpreter.
 STAGES  := $(shell $(PY) -m harness stages 2>/dev/null)
 
 .PHONY: setup test status unapply refresh verify ops upstream-check bench bench-compare bench-smoke bench-prepare report $(addprefix apply-,$(STAGES))
