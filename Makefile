@@ -20,6 +20,15 @@ test: setup
 status:
 	@$(PY) -m harness status
 
+# One explicit rule per stage: make skips pattern rules for .PHONY targets, so a phony apply-<stage>
+# served by `apply-%` would silently do nothing. The pattern rule stays for names not in the series
+# (the harness then says which stages exist).
+define apply_stage
+apply-$(1):
+	@$$(PY) -m harness apply $(1)
+endef
+$(foreach stage,$(STAGES),$(eval $(call apply_stage,$(stage))))
+
 apply-%:
 	@$(PY) -m harness apply $*
 

@@ -158,3 +158,12 @@ def test_cli_status_and_refusal(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness", "apply", "nope"], cwd=root, capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.startswith("error: unknown stage 'nope'")
+
+
+@pytest.mark.parametrize("stage", ["baseline", "quickwin", "list-elim", "triton", "repeat-audit", "graph", "nope"])
+def test_make_apply_runs_the_harness(stage):
+    # `make -n` prints what it would run: every stage (and an unknown name, for its error) reaches the
+    # harness. (A .PHONY target served by a pattern rule would print "Nothing to be done".)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["make", "-n", f"apply-{stage}"], cwd=root, capture_output=True, text=True)
+    assert f"-m harness apply {stage}" in out.stdout, out.stdout + out.stderr
