@@ -59,18 +59,18 @@ class Status:
 def _scratch_repo(files: Files) -> tuple[tempfile.TemporaryDirectory, git.Repo]:
     tmp = tempfile.TemporaryDirectory(prefix="nsa-series-")
     repo = git.Repo.init(tmp.name)
-    _write_tree(Path(tmp.name), files)
+    write_tree(Path(tmp.name), files)
     return tmp, repo
 
 
-def _write_tree(root: Path, files: Files) -> None:
+def write_tree(root: Path, files: Files) -> None:
     for rel, data in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
 
-def _read_tree(root: Path, under: str) -> Files:
+def read_tree(root: Path, under: str) -> Files:
     base = root / under
     return {
         str(p.relative_to(root)): p.read_bytes()
@@ -184,7 +184,7 @@ class Series:
                         f"patches/{patch} does not apply on top of the stages before it ({detail}); "
                         f"fix it by re-authoring: make apply-<previous stage>, edit, make refresh"
                     ) from None
-            return _read_tree(Path(tmp.name), STUB_DIR)
+            return read_tree(Path(tmp.name), STUB_DIR)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -299,7 +299,7 @@ class Series:
             scratch.git.add("-A")
             for rel in before.keys() - after.keys():
                 (root / rel).unlink()
-            _write_tree(root, after)
+            write_tree(root, after)
             added = sorted(after.keys() - before.keys())
             if added:
                 scratch.git.add("-N", *added)

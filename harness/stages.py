@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .loader import BUILD_DIR, INDEX, REPO_ROOT, import_stub
-from .series import STUB_DIR, Series, _write_tree
+from .series import STUB_DIR, Series, write_tree
 
 WORKTREE = "worktree"
 
@@ -35,7 +35,7 @@ def load(name: str, series: Series | None = None) -> ModuleType:
     if not folder.exists():  # written aside then renamed: a crash never leaves half a stage
         staging = folder.with_name(f".{folder.name}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        _write_tree(staging, series.materialize(name))
+        write_tree(staging, series.materialize(name))
         try:
             staging.rename(folder)
         except OSError:  # another process won the race with identical content

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import git
 
-from .series import REPO_ROOT, STUB_DIR, SeriesError, Series, _read_tree
+from .series import REPO_ROOT, STUB_DIR, SeriesError, Series, read_tree
 
 PIN = REPO_ROOT / STUB_DIR / "UPSTREAM_PIN.toml"
 CACHE = Path(os.environ.get("NSA_UPSTREAM_CACHE", Path.home() / ".cache" / "nsa-verify-patches"))
@@ -85,7 +85,7 @@ def upstream_check() -> dict:
                 out.append(f"  {'FAILS':>9}  git apply patches/{patch}")
                 break
             compiled = []
-            for rel in _read_tree(root, STUB_DIR):
+            for rel in read_tree(root, STUB_DIR):
                 try:
                     py_compile.compile(str(root / rel), doraise=True)
                     compiled.append(Path(rel).name)
