@@ -87,9 +87,10 @@ class Table:
     @classmethod
     def load(cls, path: Path = TABLE) -> "Table":
         data = tomllib.loads(path.read_text())
+        common = data.get("model_runner", {})
         return cls(
             data["reference"],
-            tuple(Release(**r) for r in data["release"]),
+            tuple(Release(**{**r, "model_runner": {**common, **r.get("model_runner", {})}}) for r in data["release"]),
             tuple(sorted(data.get("replaced", ()), key=lambda r: version_key(r["since"]), reverse=True)),
         )
 
