@@ -162,7 +162,7 @@ def to_upstream(stub_path: str) -> str:
 
 def map_patch(text: bytes) -> bytes:
     """A canonical patch with its vendor_stub/ paths moved to sglang's repository layout."""
-    header, sep, diff = text.partition(b"\ndiff --git ")
+    header, sep, diff = (b"\n" + text).partition(b"\ndiff --git ")
     if not sep:
         return b""
     out = []
