@@ -29,7 +29,7 @@ def main(stage: str) -> None:
     import triton
 
     module = stage_modules()[stage]
-    kernel_mod = importlib.import_module(module.__package__ + ".nsa_target_verify_metadata")
+    kernel_mod = importlib.import_module(module.__package__ + ".nsa.target_verify_metadata")
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, stage)
 
     @triton.jit
@@ -82,7 +82,7 @@ def kernels() -> None:
     from bench.peers import load_upstream_peer, upstream_call
 
     module = stage_modules()["repeat-audit"]
-    kernel_mod = importlib.import_module(module.__package__ + ".nsa_target_verify_metadata")
+    kernel_mod = importlib.import_module(module.__package__ + ".nsa.target_verify_metadata")
     jit = kernel_mod._target_verify_metadata_kernel
     peer, _ = load_upstream_peer()
     src = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")

@@ -52,7 +52,7 @@ def test_draft_tokens_below_one_is_refused():
 @pytest.fixture(scope="module")
 def kernel():
     module = stages.load("repeat-audit")
-    return __import__(module.__package__ + ".nsa_target_verify_metadata", fromlist=["x"])
+    return __import__(module.__package__ + ".nsa.target_verify_metadata", fromlist=["x"])
 
 
 def _metadata(bs=2, draft=3, ps=64, width=320):

@@ -78,7 +78,7 @@ def _rows_aligned_body(req_pool_indices_ptr, req_to_token_ptr, page_table_ptr, m
 
 def main():
     module = load_built()["repeat-audit"]
-    kernel_mod = importlib.import_module(module.__package__ + ".nsa_target_verify_metadata")
+    kernel_mod = importlib.import_module(module.__package__ + ".nsa.target_verify_metadata")
     jit = kernel_mod._target_verify_metadata_kernel
     bandwidth = None
     src = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")
