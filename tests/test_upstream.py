@@ -130,3 +130,69 @@ def test_conflict_without_resolution_names_release_patch_and_hunk(tmp_path):
     assert message.startswith("sglang 0.5.9: patches/0001-synthetic.patch conflicts in "
                               "python/sglang/srt/layers/attention/nsa_backend.py at lines ")
     assert "in init_forward_metadata_replay_cuda_graph: no resolution for it in patches/releases/0001-synthetic.toml" in message
+
+
+# -- export: dist/sglang-<version>/ as upstream takes it -------------------------------------------
+
+from harness.export import COVER, export  # noqa: E402
+from harness.releases import UPSTREAM_DIR, WHEEL_DIR, wheel_files  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    return out, export(out=out)
+
+
+def release_tree(root: Path, version: str) -> None:
+    """The files the series touches as they sit in sglang's repository: nsa_backend.py and nsa/."""
+    for path, data in wheel_files(version).items():
+        rel = path[len(WHEEL_DIR) + 1 :]
+        if rel == "nsa_backend.py" or rel.startswith("nsa/"):
+            target = root / UPSTREAM_DIR / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+
+@pytest.mark.parametrize("version", Table.load().versions)
+def test_export_git_am_and_quilt_push(exported, version, tmp_path):
+    out, series_by_version = exported
+    folder = out / f"sglang-{version}"
+    names = (folder / "series").read_text().split()
+    assert names == series_by_version[version] and COVER not in names
+    assert f"Subject: [PATCH 0/{len(names)}]" in (folder / COVER).read_text()
+    for i, name in enumerate(names, 1):
+        mail = (folder / name).read_text()
+        assert mail.splitlines()[1] == "From: nsa-verify-patches <nsa-verify-patches@users.noreply.github.com>"
+        assert f"Subject: [PATCH {i}/{len(names)}] " in mail and "\nDate: " in mail
+        assert "\nOrigin: vendor\n" in mail and "\nForwarded: " in mail, "DEP-3 fields left the message"
+
+    am = tmp_path / "am"
+    release_tree(am, version)
+    repo = git.Repo.init(am)
+    repo.git.update_environment(**GIT_ENV)
+    repo.git.add("-A")
+    repo.git.commit("-q", "-m", f"sglang {version}")
+    repo.git.am(*[str(folder / n) for n in names])
+    assert len(list(repo.iter_commits())) == 1 + len(names)
+
+    quilt = tmp_path / "quilt"  # `quilt push -a`: patch -p1 of each file in series order
+    release_tree(quilt, version)
+    for name in names:
+        subprocess.run(["patch", "-p1", "--batch", "--forward", "-s", "-i", str(folder / name)], cwd=quilt, check=True)
+    for path in (am / UPSTREAM_DIR).rglob("*.py"):
+        assert (quilt / path.relative_to(am)).read_bytes() == path.read_bytes(), path
+
+    if shutil.which("quilt"):
+        real = tmp_path / "real-quilt"
+        release_tree(real, version)
+        shutil.copytree(folder, real / "patches")
+        subprocess.run(["quilt", "push", "-a", "-q"], cwd=real, check=True, env=dict(os.environ, QUILT_PATCHES="patches"))
+        for path in (am / UPSTREAM_DIR).rglob("*.py"):
+            assert (real / path.relative_to(am)).read_bytes() == path.read_bytes(), path
+
+
+def test_export_of_unknown_version_writes_nothing(tmp_path):
+    with pytest.raises(ReleaseError, match="0.4.9 is not in"):
+        export(["0.5.6", "0.4.9"], out=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == []
