@@ -2,8 +2,9 @@
 
 CI cost: every release of patches/releases.toml runs over CI_SCENARIOS (4 of the 20: target verify
 at page size 1 and 64, int32 and int64 seq_lens, clamping and non-clamping topk, decode, draft
-extend); the reference release 0.5.6 runs the whole matrix. `python -m harness.upstream` runs
-everything on every release (reports/upstream/MATRIX.md).
+extend); the reference release 0.5.6 runs every scenario captured at bs <= 8 (the bs 160/256 ones
+cost minutes through the interpreter). `python -m harness.upstream` runs everything on every
+release (reports/upstream/MATRIX.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from harness.scenarios import matrix
 from harness.series import REPO_ROOT, STUB_DIR, Series
 from harness.upstream import run_matrix
 
-CI_SCENARIOS = ("tv-D3-ps64", "tv-D4-ps1", "dec-D3-ps64", "dx-D3-ps1")
+CI_SCENARIOS = ("tv-D3-ps64-ctx320", "tv-D4-ps1-ctx256", "dec-D3-ps64", "dx-D3-ps1")
 
 
 def scenarios_named(prefixes):
@@ -46,11 +47,12 @@ def test_every_release_subset_bit_exact():
     assert_all_exact(report)
 
 
-def test_reference_release_whole_matrix_and_stub_reproduces_it():
-    report = run_matrix(["0.5.6"])
+def test_reference_release_matrix_and_stub_reproduces_it():
+    scenarios = [s for s in matrix() if max(s.capture_bs) <= 8]
+    report = run_matrix(["0.5.6"], scenarios)
     assert_all_exact(report)
     stub = report["releases"][0]["stub"]
-    assert stub["failure"] is None and stub["exact"] == len(matrix()), stub
+    assert stub["failure"] is None and stub["exact"] == len(scenarios), stub
 
 
 def test_unknown_version_is_one_line():
