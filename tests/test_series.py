@@ -73,7 +73,7 @@ def test_local_edit_survives_every_move(repo, target):
     s = Series(repo)
     s.apply("one")
     (repo / STUB).write_text("x = 1\ny = 0\n# mine\n")
-    with pytest.raises(SeriesError, match=r"local edits on top of stage 'one': vendor_stub/mod.py.*make refresh.*git stash"):
+    with pytest.raises(SeriesError, match=r"local edits on top of stage 'one': modified vendor_stub/mod.py.*make refresh.*git stash"):
         s.apply(target)
     assert (repo / STUB).read_text() == "x = 1\ny = 0\n# mine\n"
 
