@@ -362,6 +362,16 @@ class Series:
         )  # ties: the lower stage, the safer guess
         return Status(stage, "edits", *compared[stage], broken=broken)
 
+    def worktree_note(self) -> str:
+        """One line when vendor_stub/ is not exactly a stage: stage verdicts do not cover what it holds."""
+        status = self.status()
+        if status.clean:
+            return ""
+        return (
+            f"{status.describe()}; stage verdicts check the committed series, not this tree: "
+            "`python -m harness verify worktree` checks vendor_stub/ as it stands"
+        )
+
     def _refuse_if_unrecoverable(self, status: Status, action: str) -> None:
         lost = status.unrecoverable
         if not lost:
