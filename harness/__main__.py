@@ -32,7 +32,8 @@ def cmd_stages(args):
 
 def cmd_status(args):
     st = Series().status()
-    _emit(args, {"stage": st.stage, "clean": st.clean, "edited": list(st.edited)}, st.describe())
+    data = {"stage": st.stage, "clean": st.clean, "kind": st.kind, "edited": list(st.edited), "broken": st.broken}
+    _emit(args, data, st.describe())
 
 
 def cmd_apply(args):

@@ -110,10 +110,12 @@ class Status:
             )
         elif self.kind == "leftover":
             files = ", ".join(self.leftover + tuple(f"{p} (edited)" for p in self.leftover_edited))
-            fix = f"`{SET_ASIDE}` keeps them aside" if self.leftover_edited else f"`make apply-{self.stage}` removes them"
+            fix = (
+                f"`{SET_ASIDE}` keeps them aside" if self.leftover_edited else f"`make apply-{self.stage}` removes them"
+            )
             text = (
-                f"vendor_stub/ is {where} plus files the series adds at other stages, left behind "
-                f"(a `git stash` without -u keeps untracked files): {files}; {fix}"
+                f"vendor_stub/ is {where} plus files the series adds at other stages "
+                f"(a git stash without -u leaves untracked files behind): {files}; {fix}"
             )
         else:
             parts = [
@@ -319,6 +321,8 @@ class Series:
         """Where vendor_stub/ stands. Edits sit on the stage the last apply left, if that is known."""
         current = self.worktree()
         available, first_broken, broken = self.reachable()
+        if not available:  # not even baseline: HEAD's stub is not pristine
+            raise SeriesError(broken)
         recorded, reauthor = self._record()
         if reauthor and recorded == first_broken:  # then the tree is measured from the stage below
             base = self.names()[self.names().index(recorded) - 1]
@@ -357,8 +361,10 @@ class Series:
                 leftover_edited=tuple(p for p in extra if current[p] not in versions[p]),
                 broken=broken,
             )
-        stage = recorded if recorded in available else min(
-            available, key=lambda n: _changed_lines(self.materialize(n), current)
+        stage = (
+            recorded
+            if recorded in available
+            else min(available, key=lambda n: _changed_lines(self.materialize(n), current))
         )  # ties: the lower stage, the safer guess
         return Status(stage, "edits", *compared[stage], broken=broken)
 
@@ -539,7 +545,9 @@ class Series:
         patch_path = self._patch_path(target)
         old_text = patch_path.read_bytes()
         _, first_broken_before, _ = self.reachable()
-        patch_path.write_bytes(self._header(old_text) + self.diff(self.materialize(self.names()[index - 1]), self.worktree()).encode())
+        patch_path.write_bytes(
+            self._header(old_text) + self.diff(self.materialize(self.names()[index - 1]), self.worktree()).encode()
+        )
         self._materialized.clear()
         available, first_broken, broken = self.reachable()
         names = self.names()
@@ -550,7 +558,11 @@ class Series:
             # never leave a series that does not reproduce the tree
             patch_path.write_bytes(old_text)
             self._materialized.clear()
-            later = f" would break patches/{self._patch_path(first_broken).name}" if breaks_later else " would not reproduce the tree"
+            later = (
+                f" would break patches/{self._patch_path(first_broken).name}"
+                if breaks_later
+                else " would not reproduce the tree"
+            )
             raise SeriesError(
                 f"refresh of patches/{patch_path.name}{later}; restored it. Make the edit in the later "
                 f"patch instead: set it aside with `{SET_ASIDE}`, then `make apply-{first_broken or target}` and redo it"

@@ -3,6 +3,7 @@
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import git
 import pytest
 
+from harness.__main__ import verify_plan
 from harness.series import Series, SeriesError, Status
 
 STUB = "vendor_stub/mod.py"
@@ -81,7 +83,9 @@ def test_local_edit_survives_every_move(repo, target):
     s = Series(repo)
     s.apply("one")
     (repo / STUB).write_text("x = 1\ny = 0\n# mine\n")
-    with pytest.raises(SeriesError, match=r"local edits on top of stage 'one': modified vendor_stub/mod.py.*make refresh.*git stash"):
+    with pytest.raises(
+        SeriesError, match=r"local edits on top of stage 'one': modified vendor_stub/mod.py.*make refresh.*git stash"
+    ):
         s.apply(target)
     assert (repo / STUB).read_text() == "x = 1\ny = 0\n# mine\n"
 
@@ -230,7 +234,7 @@ def test_plain_git_stash_at_top_stage_is_a_lower_stage_plus_leftovers(repo):
     subprocess.run(["git", "stash", "push", "--", "vendor_stub"], cwd=repo, env=GIT_ENV, check=True)
     status = Series(repo).status()
     assert (status.stage, status.kind, status.leftover) == ("baseline", "leftover", ("vendor_stub/new.py",))
-    assert "left behind" in status.describe()
+    assert "git stash without -u leaves untracked files behind" in status.describe()
     before = (repo / "patches/0002-two.patch").read_text()
     with pytest.raises(SeriesError, match="refusing to refresh: .*plus files the series adds") as refusal:
         Series(repo).refresh()
@@ -261,7 +265,9 @@ def test_refresh_refuses_edits_that_revert_a_lower_patch(repo):
     s.apply("two")
     (repo / STUB).write_text("x = 0\ny = 0\n# mine\n")
     before = (repo / "patches/0002-two.patch").read_text()
-    with pytest.raises(SeriesError, match="would revert patches/0001-one.patch's change to vendor_stub/mod.py") as refusal:
+    with pytest.raises(
+        SeriesError, match="would revert patches/0001-one.patch's change to vendor_stub/mod.py"
+    ) as refusal:
         Series(repo).refresh()
     assert (repo / "patches/0002-two.patch").read_text() == before
     for prefix in ("git stash push -u", "make apply-two"):
@@ -428,3 +434,81 @@ def test_refresh_adds_no_blank_line_after_the_header(repo):
         (repo / STUB).write_text(f"x = 1\ny = {y}\n")
         s.refresh()
         assert patch.read_text().startswith("Subject: two\n---\ndiff --git a/vendor_stub/mod.py")
+
+
+# -- what verify and the test suite cover --------------------------------------------------------
+
+
+def test_verify_covers_unrefreshed_edits(repo):
+    s = Series(repo)
+    s.apply("two")
+    assert verify_plan(s, []) == (["one", "two"], [], False)
+    (repo / STUB).write_text("x = 1\ny = 2\n# a bug typed here\n")
+    names, warnings, _ = verify_plan(s, [])
+    assert names == ["one", "two", "worktree"]
+    assert "also verifying stage 'worktree'" in warnings[0] and "modified vendor_stub/mod.py" in warnings[0]
+    names, warnings, _ = verify_plan(s, ["two"])  # asked for the committed stage only: said loudly
+    assert names == ["two"] and "`python -m harness verify worktree`" in warnings[0]
+    assert verify_plan(s, ["worktree"]) == (["worktree"], [], False)
+
+
+def test_verify_fails_on_a_patch_that_does_not_apply(repo):
+    patch = repo / "patches/0002-two.patch"
+    patch.write_text(patch.read_text().replace("-y = 0", "-y = 9"))
+    names, warnings, broken = verify_plan(Series(repo), [])
+    assert names == ["one"] and broken and "0002-two.patch does not apply" in warnings[0]
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory):
+    """This project's harness, conftest and pyproject over the committed stub and series, in a repo."""
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path_factory.mktemp("project")
+    archive = subprocess.run(
+        ["git", "archive", "HEAD", "vendor_stub", "patches"], cwd=root, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(copy)], input=archive.stdout, check=True)
+    for rel in ("harness", "tests/conftest.py", "pyproject.toml"):
+        src, dst = root / rel, copy / rel
+        dst.parent.mkdir(exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    (copy / "tests/test_one.py").write_text("def test_one():\n    assert 1 + 1 == 2\n")
+    subprocess.run(["git", "init", "-q"], cwd=copy, env=GIT_ENV, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=copy, env=GIT_ENV, check=True)
+    subprocess.run(["git", "commit", "-qm", "copy"], cwd=copy, env=GIT_ENV, check=True)
+    return copy
+
+
+def test_pytest_collects_from_tests_dir_and_warns_about_edits(project_copy):
+    tests = project_copy / "tests"
+    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_one.py"]
+    clean = subprocess.run(pytest_cmd, cwd=tests, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "WARNING" not in clean.stdout
+    edited = project_copy / "vendor_stub/sglang_standins.py"
+    original = edited.read_bytes()
+    edited.write_bytes(original + b"# a bug typed here\n")
+    try:
+        out = subprocess.run(pytest_cmd, cwd=tests, capture_output=True, text=True)
+    finally:
+        edited.write_bytes(original)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "WARNING: vendor_stub/ holds local edits on top of stage 'baseline'" in out.stdout
+    assert "`python -m harness verify worktree`" in out.stdout
+
+
+def test_harness_runs_from_a_subdirectory(project_copy):
+    # `make setup` installs the project editable; PYTHONPATH stands in for that install here. What
+    # is checked is that the harness finds the repository from its own location, not the cwd.
+    env = {**os.environ, "PYTHONPATH": str(project_copy)}
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "status"],
+        cwd=project_copy / "vendor_stub",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (out.returncode, out.stdout) == (0, "vendor_stub/ is at stage 'baseline'\n"), out.stderr
