@@ -558,14 +558,15 @@ class Series:
             # never leave a series that does not reproduce the tree
             patch_path.write_bytes(old_text)
             self._materialized.clear()
-            later = (
-                f" would break patches/{self._patch_path(first_broken).name}"
-                if breaks_later
-                else " would not reproduce the tree"
-            )
+            if not breaks_later:
+                raise SeriesError(
+                    f"refresh of patches/{patch_path.name} would not reproduce vendor_stub/ (a harness bug): "
+                    "restored the patch; vendor_stub/ is untouched"
+                )
             raise SeriesError(
-                f"refresh of patches/{patch_path.name}{later}; restored it. Make the edit in the later "
-                f"patch instead: set it aside with `{SET_ASIDE}`, then `make apply-{first_broken or target}` and redo it"
+                f"refresh of patches/{patch_path.name} would break patches/{self._patch_path(first_broken).name}; "
+                f"restored it. Make the edit in that patch instead: set it aside with `{SET_ASIDE}`, "
+                f"then `make apply-{first_broken}` and redo it"
             )
         if status.reauthoring:
             self._applied_record.write_text(target + "\n")

@@ -130,10 +130,13 @@ def test_refresh_refuses_to_break_a_later_patch(repo):
     s.apply("one")
     (repo / STUB).write_text("x = 1\ny = 5\n")  # patch two expects y = 0
     before = (repo / "patches/0001-one.patch").read_text()
-    with pytest.raises(SeriesError, match="restored it"):
+    with pytest.raises(SeriesError, match="would break patches/0002-two.patch; restored it") as refusal:
         s.refresh()
     assert (repo / "patches/0001-one.patch").read_text() == before
     assert (repo / STUB).read_text() == "x = 1\ny = 5\n"
+    for prefix in ("git stash push -u", "make apply-two"):
+        run_advice(repo, advice(str(refusal.value), prefix))
+    assert Series(repo).status() == Status("two")
 
 
 def test_refresh_at_baseline_is_refused(repo):
