@@ -508,6 +508,8 @@ class Series:
     def _refresh_problem(self, status: Status) -> str:
         """Why `make refresh` must refuse in `status`, with the command that fixes it; "" if it may run."""
         target = status.reauthoring or status.stage
+        if status.kind in ("minus", "leftover"):  # states git tools leave, not edits: restore first
+            return f"refusing to refresh: {status.describe()}"
         if target == BASELINE:
             return (
                 "no patch is applied: add the new patch's file name to patches/series, "
@@ -516,8 +518,6 @@ class Series:
                 else f"refusing to refresh: {status.describe()}; name a new patch in patches/series, "
                 "then `make refresh`"
             )
-        if status.kind in ("minus", "leftover"):
-            return f"refusing to refresh: {status.describe()}"
         if status.kind == "edits":
             undone = self._undoes_lower_patch(self._check_stage(target), self.worktree())
             if undone:

@@ -241,6 +241,7 @@ def test_plain_git_stash_at_top_stage_is_a_lower_stage_plus_leftovers(repo):
     before = (repo / "patches/0002-two.patch").read_text()
     with pytest.raises(SeriesError, match="refusing to refresh: .*plus files the series adds") as refusal:
         Series(repo).refresh()
+    assert "name a new patch" not in str(refusal.value)  # one fix, not two that contradict
     assert (repo / "patches/0002-two.patch").read_text() == before
     run_advice(repo, advice(str(refusal.value), "make apply-"))
     assert Series(repo).status() == Status("baseline")
