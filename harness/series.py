@@ -98,6 +98,11 @@ class Status:
         return tuple(sorted(self.modified + self.added + self.leftover_edited))
 
     def describe(self) -> str:
+        """The state, then the first patch that does not apply, if any."""
+        return self.state() + (f"; {self.broken}" if self.broken else "")
+
+    def state(self) -> str:
+        """Where vendor_stub/ stands, and the fix where it is not a stage plus edits."""
         where = f"stage '{self.stage}'"
         if self.reauthoring:
             where += f" (re-authoring '{self.reauthoring}': `make refresh` writes its patch)"
@@ -124,7 +129,7 @@ class Status:
                 if paths
             ]
             text = f"vendor_stub/ holds local edits on top of {where}: {'; '.join(parts)}"
-        return text + (f"; {self.broken}" if self.broken else "")
+        return text
 
 
 def _scratch_repo(files: Files) -> tuple[tempfile.TemporaryDirectory, git.Git]:
@@ -374,7 +379,7 @@ class Series:
         if status.clean:
             return ""
         return (
-            f"{status.describe()}; stage verdicts check the committed series, not this tree: "
+            f"{status.state()}; stage verdicts check the committed series, not this tree: "
             "`python -m harness verify worktree` checks vendor_stub/ as it stands"
         )
 
@@ -387,7 +392,7 @@ class Series:
         else:
             keep = ""
         raise SeriesError(
-            f"refusing to {action}: {status.describe()}; {keep}set them aside with `{SET_ASIDE}` and retry"
+            f"refusing to {action}: {status.state()}; {keep}set them aside with `{SET_ASIDE}` and retry"
         )
 
     # -- moving --------------------------------------------------------------------------------
@@ -509,13 +514,13 @@ class Series:
         """Why `make refresh` must refuse in `status`, with the command that fixes it; "" if it may run."""
         target = status.reauthoring or status.stage
         if status.kind in ("minus", "leftover"):  # states git tools leave, not edits: restore first
-            return f"refusing to refresh: {status.describe()}"
+            return f"refusing to refresh: {status.state()}"
         if target == BASELINE:
             return (
                 "no patch is applied: add the new patch's file name to patches/series, "
                 "`make apply-<it>` is then an empty patch to refresh into"
                 if status.clean
-                else f"refusing to refresh: {status.describe()}; name a new patch in patches/series, "
+                else f"refusing to refresh: {status.state()}; name a new patch in patches/series, "
                 "then `make refresh`"
             )
         if status.kind == "edits":
