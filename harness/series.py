@@ -82,6 +82,7 @@ class Status:
     leftover: tuple[str, ...] = ()  # in "leftover": each file's content is some stage's version
     leftover_edited: tuple[str, ...] = ()  # in "leftover": contents no stage has
     reauthoring: str = ""  # stage whose broken patch `make refresh` writes anew on top of `stage`
+    left_at: str | None = None  # in "edits", when `stage` is only the nearest: what the last apply left
     broken: str = ""  # the first patch that does not apply, with how to re-author it
 
     @property
@@ -128,7 +129,13 @@ class Status:
                 for label, paths in (("modified", self.modified), ("new", self.added), ("deleted", self.missing))
                 if paths
             ]
-            text = f"vendor_stub/ holds local edits on top of {where}: {'; '.join(parts)}"
+            if self.left_at is None:
+                text = f"vendor_stub/ holds local edits on top of {where}: {'; '.join(parts)}"
+            else:
+                text = (
+                    f"vendor_stub/ holds edits nearest to {where} (the last apply left '{self.left_at}'): "
+                    + "; ".join(parts)
+                )
         return text
 
 
@@ -317,8 +324,8 @@ class Series:
         return Path(self.repo.git_dir) / "nsa-verify-applied-stage"
 
     def _record(self) -> tuple[str, bool]:
-        if not self._applied_record.exists():
-            return "", False
+        if not self._applied_record.exists():  # no apply yet: the tree started as HEAD's, baseline
+            return BASELINE, False
         lines = self._applied_record.read_text().split()
         return (lines[0] if lines else ""), lines[1:] == ["reauthor"]
 
@@ -366,12 +373,10 @@ class Series:
                 leftover_edited=tuple(p for p in extra if current[p] not in versions[p]),
                 broken=broken,
             )
-        stage = (
-            recorded
-            if recorded in available
-            else min(available, key=lambda n: _changed_lines(self.materialize(n), current))
-        )  # ties: the lower stage, the safer guess
-        return Status(stage, "edits", *compared[stage], broken=broken)
+        if recorded in available:
+            return Status(recorded, "edits", *compared[recorded], broken=broken)
+        nearest = min(available, key=lambda n: _changed_lines(self.materialize(n), current))  # ties: the lower
+        return Status(nearest, "edits", *compared[nearest], broken=broken, left_at=recorded)
 
     def worktree_note(self) -> str:
         """One line when vendor_stub/ is not exactly a stage: stage verdicts do not cover what it holds."""
@@ -391,9 +396,7 @@ class Series:
             keep = f"keep them in {self._patch_path(status.reauthoring or status.stage).name} with `make refresh`, or "
         else:
             keep = ""
-        raise SeriesError(
-            f"refusing to {action}: {status.state()}; {keep}set them aside with `{SET_ASIDE}` and retry"
-        )
+        raise SeriesError(f"refusing to {action}: {status.state()}; {keep}set them aside with `{SET_ASIDE}` and retry")
 
     # -- moving --------------------------------------------------------------------------------
     def apply(self, name: str, reauthor: bool = False) -> Status:
@@ -520,8 +523,12 @@ class Series:
                 "no patch is applied: add the new patch's file name to patches/series, "
                 "`make apply-<it>` is then an empty patch to refresh into"
                 if status.clean
-                else f"refusing to refresh: {status.state()}; name a new patch in patches/series, "
-                "then `make refresh`"
+                else f"refusing to refresh: {status.state()}; name a new patch in patches/series, then `make refresh`"
+            )
+        if status.left_at is not None:  # refreshing a guess could fold other patches into this one
+            return (
+                f"refusing to refresh: {status.state()}; set the edits aside with `{SET_ASIDE}`, "
+                f"then `make apply-{status.stage}` and redo them"
             )
         if status.kind == "edits":
             undone = self._undoes_lower_patch(self._check_stage(target), self.worktree())

@@ -516,3 +516,24 @@ def test_harness_runs_from_a_subdirectory(project_copy):
         text=True,
     )
     assert (out.returncode, out.stdout) == (0, "vendor_stub/ is at stage 'baseline'\n"), out.stderr
+
+
+def test_edits_on_a_stage_above_a_broken_patch_are_not_refreshed_into_a_lower_one(repo):
+    # At 'two', patch one stops applying: the tree is nearest to 'baseline' but holds both patches'
+    # work; refreshing it into any patch would fold the others in.
+    add_patch_three(repo)
+    s = Series(repo)
+    s.apply("three")
+    patch = repo / "patches/0002-two.patch"
+    patch.write_text(patch.read_text().replace("-y = 0", "-y = 9"))
+    s = Series(repo)
+    status = s.status()
+    assert (status.stage, status.left_at) == ("one", "three")
+    assert "nearest to stage 'one' (the last apply left 'three')" in status.describe()
+    before = {p.name: p.read_bytes() for p in (repo / "patches").iterdir()}
+    with pytest.raises(SeriesError, match="refusing to refresh: .*nearest to stage 'one'") as refusal:
+        s.refresh()
+    assert {p.name: p.read_bytes() for p in (repo / "patches").iterdir()} == before
+    for prefix in ("git stash push -u", "make apply-one"):
+        run_advice(repo, advice(str(refusal.value), prefix))
+    assert Series(repo).status() == Status("one", broken=status.broken)
