@@ -340,7 +340,7 @@ class Series:
             base = self.names()[self.names().index(recorded) - 1]
             modified, added, missing = _compare(self.materialize(base), current)
             kind = "edits" if modified or added or missing else "clean"
-            return Status(base, kind, modified, added, missing, reauthoring=recorded, broken=broken)
+            return Status(base, kind, modified, added, missing, reauthoring=recorded)  # says what `broken` would
 
         compared = {name: _compare(self.materialize(name), current) for name in available}
 

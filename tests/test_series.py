@@ -173,6 +173,13 @@ def test_cli_status_and_refusal(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness", "apply", "nope"], cwd=root, capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.startswith("error: unknown stage 'nope'")
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "apply", "baseline", "--reauthor"], cwd=root, capture_output=True, text=True
+    )
+    assert (out.returncode, out.stderr) == (
+        2,
+        "error: 'baseline' is not a stage whose patch fails to apply: move to it with `make apply-baseline`\n",
+    )
 
 
 @pytest.mark.parametrize("stage", ["baseline", "quickwin", "list-elim", "triton", "repeat-audit", "graph", "nope"])
@@ -367,6 +374,7 @@ def test_broken_patch_is_reauthored_by_its_advice(repo):
         s.apply("two")
     status = run_advice(repo, advice(str(refusal.value), "python -m harness apply two --reauthor"))
     assert (status.stage, status.reauthoring) == ("one", "two")
+    assert status.describe() == "vendor_stub/ is at stage 'one' (re-authoring 'two': `make refresh` writes its patch)"
     with pytest.raises(SeriesError, match="redo the change of 0002-two.patch"):
         Series(repo).refresh()
     (repo / STUB).write_text(V2)  # the change redone
