@@ -545,3 +545,14 @@ def test_edits_on_a_stage_above_a_broken_patch_are_not_refreshed_into_a_lower_on
     for prefix in ("git stash push -u", "make apply-one"):
         run_advice(repo, advice(str(refusal.value), prefix))
     assert Series(repo).status() == Status("one", broken=status.broken)
+
+
+def test_refresh_would_rewrite_each_committed_patch_byte_for_byte(tmp_path, monkeypatch):
+    # Patches are authored by `make refresh`: under a hostile git config it must still produce them.
+    (tmp_path / "gitconfig").write_text(HOSTILE_GITCONFIG)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
+    s = Series()
+    names = s.names()
+    for below, stage in zip(names, names[1:]):
+        text = s.patch_text(stage)
+        assert Series._header(text) + s.diff(s.materialize(below), s.materialize(stage)).encode() == text, stage
