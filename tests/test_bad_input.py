@@ -74,8 +74,7 @@ def _metadata(bs=2, draft=3, ps=64, width=320):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(num_draft_tokens=9), "num_draft_tokens must be in \\[1, 8\\]"),
-        (dict(num_draft_tokens=0), "num_draft_tokens must be in"),
+        (dict(num_draft_tokens=0), "num_draft_tokens must be >= 1, got 0"),
         (dict(page_size=48), "page_size must be a power of two"),
         (dict(cache_seqlens_int32=torch.zeros(2, dtype=torch.int64)), "cache_seqlens_int32 must be an int32 tensor"),
         (dict(page_table_1=torch.zeros(6, 320, dtype=torch.int32, device="meta")), "page_table_1 must be an int32 tensor on cpu"),
@@ -108,11 +107,6 @@ def test_launch_refuses_bad_replay_without_writing(kernel, seq_lens, pool, max_s
     with pytest.raises(ValueError, match=message):
         launch(seq_lens, pool, max_seqlen_k)
     assert not metadata.page_table_1.any() and not metadata.cache_seqlens_int32.any()
-
-
-def test_launch_refuses_bs_beyond_one_program(kernel):
-    with pytest.raises(ValueError, match="what one program scans"):
-        kernel.TargetVerifyMetadataLaunch(_metadata(bs=kernel.MAX_BS + 1, draft=1), torch.zeros(4, 320, dtype=torch.int32), 1, 48)
 
 
 @pytest.mark.parametrize("draft, ps", [(1, 64), (3, 1), (5, 64), (7, 64), (8, 1)])
