@@ -25,6 +25,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .lint import new_findings
 from .series import REPO_ROOT, STUB_DIR, Series, SeriesError
 from .releases import WHEEL_DIR, Derivation, ReleaseError, wheel_file
 
@@ -61,13 +62,14 @@ class Cell:
     patch: str
     how: str = ""  # clean / 3-way / resolved ("" for the stub column)
     compiles: bool = True
+    lint: list[str] = field(default_factory=list)  # findings the series adds (harness/lint.py)
     exact: int = 0  # scenarios bit-exact against the release's unpatched real file
     scenarios: int = 0
     failure: str | None = None  # the first: "scenario replay r: buffer[index]: expected, got", or an error
 
     @property
     def ok(self) -> bool:
-        return self.compiles and self.failure is None and self.exact == self.scenarios
+        return self.compiles and not self.lint and self.failure is None and self.exact == self.scenarios
 
     def describe(self) -> str:
         parts = [self.how] if self.how else []
@@ -75,6 +77,7 @@ class Cell:
             return " / ".join(parts + ["does not compile"])
         if self.how:
             parts.append("compiles")
+            parts.append(f"lint: {len(self.lint)} new" if self.lint else "lint clean")
         return " / ".join(parts + [f"{self.exact}/{self.scenarios}"])
 
 
@@ -118,6 +121,8 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
     result.cells = [Cell(a.patch, a.how) for a in applied]
     compared = result.cells + [result.stub]
     trees = [derivation.files(derivation.base_commit(version))] + [derivation.files(a.commit) for a in applied]
+    for cell, tree in zip(result.cells, trees[1:]):
+        cell.lint = [str(f) for f in new_findings(trees[0], tree)]
     modules = []
     for label, tree, cell in zip(["unpatched"] + [a.patch for a in applied], trees, [None] + compared):
         problem = _compiles(tree)
@@ -228,6 +233,7 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
                 progress(result)
     problems += [r.error for r in results if r.error]
     problems += [f"sglang {r.version} {c.patch}: {c.failure}" for r in results for c in r.cells if c.failure]
+    problems += [f"sglang {r.version} {c.patch}: lint: {f}" for r in results for c in r.cells for f in c.lint]
     return {
         "ok": not problems,
         "problems": problems,
@@ -290,7 +296,8 @@ def write_report(report: dict, folder: Path) -> None:
         "",
         "Cell: how the canonical patch reached the release (clean = `git apply` as is; 3-way = cherry-pick;",
         "resolved = cherry-pick plus a reviewed hand resolution from patches/releases/), that every file",
-        "byte-compiles, and the scenarios whose whole buffers stayed bit-exact against the release's",
+        "byte-compiles, that the series adds no finding of sglang's pre-commit lint (black 88, isort",
+        "--profile black, ruff pyflakes; harness/lint.py) to what the release's own file has, and the scenarios whose whole buffers stayed bit-exact against the release's",
         f"unpatched real file after capture and every replay ({len(report['scenarios'])} scenarios:",
         "harness.scenarios.matrix()). Last column: the stub's baseline against the unpatched real file.",
         "",
