@@ -14,10 +14,11 @@ def triton_device(default: str = "cuda") -> str:
 
     Only a CPU run gets the interpreter: set globally it would push a GPU run's launches through it.
     """
-    import torch
+    device = "cpu"
+    if os.environ.get("NSA_DEVICE", default) == "cuda":
+        import torch
 
-    wanted = os.environ.get("NSA_DEVICE", default)
-    device = "cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")
     return device

@@ -25,7 +25,6 @@ from pathlib import Path
 from types import ModuleType
 
 from .loader import BUILD_DIR, INDEX, REPO_ROOT, built_index, import_stub, load_built
-from .runner import MODES
 
 BASELINE = "baseline"  # vendor_stub/ as committed: the reference every stage is compared with
 WORKTREE = "worktree"
@@ -72,6 +71,8 @@ def touching(mode: str) -> list[str]:
     source lines than the same replay on the stage before it (line text, not line numbers, so a
     patch that only edits comments, or moves code, touches nothing).
     """
+    from .runner import MODES
+
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     order = names()

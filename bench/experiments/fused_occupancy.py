@@ -24,18 +24,25 @@ from bench.timing import captured_launch, copy_bandwidth, kernel_us  # noqa: E40
 from harness import stages  # noqa: E402
 
 
+@triton.jit
+def _rows_of_request(req_pool_indices_ptr, req_to_token_ptr, page_table_ptr, REQ_TO_TOKEN_STRIDE, PAGE_TABLE_STRIDE,
+                     DRAFT):
+    """Program (i, b)'s source row of req_to_token, and the first of request i's D page_table_1 rows."""
+    req = tl.program_id(0)
+    src_row = req_to_token_ptr + tl.load(req_pool_indices_ptr + req).to(tl.int64) * REQ_TO_TOKEN_STRIDE
+    return src_row, page_table_ptr + req.to(tl.int64) * DRAFT * PAGE_TABLE_STRIDE
+
+
 def _rows(req_pool_indices_ptr, req_to_token_ptr, page_table_ptr, max_seqlen_k,
           REQ_TO_TOKEN_STRIDE: tl.constexpr, PAGE_TABLE_STRIDE: tl.constexpr, DRAFT: tl.constexpr,
           BLOCK_COLS: tl.constexpr):
-    req = tl.program_id(0)
-    block = tl.program_id(1)
-    src_row = req_to_token_ptr + tl.load(req_pool_indices_ptr + req).to(tl.int64) * REQ_TO_TOKEN_STRIDE
-    first_row = req.to(tl.int64) * DRAFT
-    cols = block * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    src_row, dst = _rows_of_request(req_pool_indices_ptr, req_to_token_ptr, page_table_ptr, REQ_TO_TOKEN_STRIDE,
+                                    PAGE_TABLE_STRIDE, DRAFT)
+    cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     live = cols < max_seqlen_k
     tokens = tl.load(src_row + cols, mask=live)
     for d in tl.static_range(DRAFT):
-        tl.store(page_table_ptr + (first_row + d) * PAGE_TABLE_STRIDE + cols, tokens, mask=live)
+        tl.store(dst + d * PAGE_TABLE_STRIDE + cols, tokens, mask=live)
 
 
 _rows_only = triton.jit(do_not_specialize=["max_seqlen_k"])(_rows)
@@ -48,10 +55,9 @@ def _rows_aligned_body(req_pool_indices_ptr, req_to_token_ptr, page_table_ptr, m
                        REQ_TO_TOKEN_STRIDE: tl.constexpr, PAGE_TABLE_STRIDE: tl.constexpr, DRAFT: tl.constexpr,
                        BLOCK_COLS: tl.constexpr):
     # body masked at max_seqlen_k rounded down to 16 (provably aligned), the <= 15-column tail apart
-    req = tl.program_id(0)
+    src_row, dst = _rows_of_request(req_pool_indices_ptr, req_to_token_ptr, page_table_ptr, REQ_TO_TOKEN_STRIDE,
+                                    PAGE_TABLE_STRIDE, DRAFT)
     block = tl.program_id(1)
-    src_row = req_to_token_ptr + tl.load(req_pool_indices_ptr + req).to(tl.int64) * REQ_TO_TOKEN_STRIDE
-    dst = page_table_ptr + req.to(tl.int64) * DRAFT * PAGE_TABLE_STRIDE
     body_end = (max_seqlen_k // 16) * 16
     cols = block * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     body = cols < body_end
