@@ -1,12 +1,16 @@
 # nsa-verify-patches: stub -> series -> stages -> verdicts -> report
+# Every target is a valid first command in a fresh clone: each one that runs Python depends on
+# the virtualenv, which `setup` creates from requirements.txt.
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 # TRITON_INTERPRET is set by each entry point (tests/conftest.py, bench/conftest.py, harness, report)
 # only when there is no GPU: exporting it here would push a GPU machine's `make bench` through the
 # interpreter.
-STAGES  := $(shell $(PY) -m harness stages 2>/dev/null)
+# Stage names straight from patches/series (no Python needed before setup): NNNN-name.patch -> name.
+STAGES  := baseline $(shell sed -e 's/\#.*//' patches/series | sed -n 's/^ *[0-9]*-\(.*\)\.patch *$$/\1/p')
 
-.PHONY: setup test status unapply refresh verify ops upstream-check bench bench-compare bench-smoke bench-prepare report $(addprefix apply-,$(STAGES))
+.PHONY: setup test status unapply refresh verify ops upstream-check export bench bench-compare \
+	bench-smoke bench-prepare report $(addprefix apply-,$(STAGES))
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -17,46 +21,52 @@ $(VENV)/.installed: requirements.txt
 test: setup
 	$(PY) -m pytest -q
 
-status:
+status: setup
 	@$(PY) -m harness status
 
 # One explicit rule per stage: make skips pattern rules for .PHONY targets, so a phony apply-<stage>
 # served by `apply-%` would silently do nothing. The pattern rule stays for names not in the series
 # (the harness then says which stages exist).
 define apply_stage
-apply-$(1):
+apply-$(1): setup
 	@$$(PY) -m harness apply $(1)
 endef
 $(foreach stage,$(STAGES),$(eval $(call apply_stage,$(stage))))
 
-apply-%:
+apply-%: setup
 	@$(PY) -m harness apply $*
 
-unapply:
+unapply: setup
 	@$(PY) -m harness unapply
 
-refresh:
+refresh: setup
 	@$(PY) -m harness refresh
 
-verify:
+verify: setup
 	$(PY) -m harness verify
 
-ops:
+ops: setup
 	$(PY) -m harness ops
 
-upstream-check:
-	$(PY) -m harness upstream-check
+# VERSION=<release> checks one release of the table in patches/releases.toml.
+upstream-check: setup
+	$(PY) -m harness upstream-check $(if $(VERSION),--version $(VERSION))
+
+# dist/sglang-<version>/: the series for every release, as `git am` / `quilt push -a` take it.
+export: setup
+	$(PY) -m harness export $(if $(VERSION),--version $(VERSION))
 
 # Benchmarks: pytest-benchmark, saved under reports/$(MACHINE)/benchmarks (h100, h200, ... or cpu).
+# Recursive (=) on purpose: MACHINE is asked of the venv when a recipe runs, after setup.
 MACHINE ?= $(shell $(PY) -m bench.machine 2>/dev/null)
-BENCH_ARGS := -p no:cacheprovider --benchmark-enable --benchmark-only --benchmark-group-by=group \
+BENCH_ARGS = -p no:cacheprovider --benchmark-enable --benchmark-only --benchmark-group-by=group \
 	--benchmark-columns=median,iqr,rounds --benchmark-storage=reports/$(MACHINE)/benchmarks
 
 bench: setup
 	$(PY) -m pytest bench $(BENCH_ARGS) --benchmark-save=$(MACHINE)
 
 # The saved runs side by side, one table per input, baseline and the stages in each.
-bench-compare:
+bench-compare: setup
 	$(VENV)/bin/pytest-benchmark compare --group-by=group --columns=median,iqr --sort=name \
 		reports/$(MACHINE)/benchmarks/*/*.json
 
@@ -65,7 +75,7 @@ bench-smoke: setup
 	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-disable
 
 # Stages materialized for a machine without git (the GPU machine): carry build/ there.
-bench-prepare:
+bench-prepare: setup
 	$(PY) -m harness build
 
 report: setup

@@ -1,0 +1,50 @@
+"""Every Makefile target is a valid first command in a fresh clone (no .venv yet).
+
+`make -n` prints what a target would run without running it: in a checkout without the
+virtualenv, every target must start by creating it. (.ci/run runs the README's usage line,
+`make apply-quickwin && make test`, for real on CI's fresh clone.)
+"""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from harness import stages
+from harness.loader import REPO_ROOT
+
+
+def _targets() -> list[str]:
+    rules = re.findall(r"^([a-z][\w-]*):", (REPO_ROOT / "Makefile").read_text(), re.M)
+    return sorted({*rules, *(f"apply-{stage}" for stage in stages.names())})
+
+
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fresh")
+    for rel in ("Makefile", "requirements.txt", "patches/series"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / rel, root / rel)
+    return root
+
+
+@pytest.mark.parametrize("target", _targets())
+def test_target_brings_up_the_venv_first(fresh_clone, target):
+    out = subprocess.run(["make", "-n", target], cwd=fresh_clone, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "python3 -m venv .venv", out.stdout
+
+
+@pytest.mark.parametrize("stage", stages.names())
+def test_apply_reaches_the_harness_for_every_stage(fresh_clone, stage):
+    out = subprocess.run(["make", "-n", f"apply-{stage}"], cwd=fresh_clone, capture_output=True, text=True)
+    assert f".venv/bin/python -m harness apply {stage}" in out.stdout.splitlines()
+
+
+def test_upstream_check_and_export_take_one_version(fresh_clone):
+    for target in ("upstream-check", "export"):
+        out = subprocess.run(
+            ["make", "-n", target, "VERSION=0.5.7"], cwd=fresh_clone, capture_output=True, text=True
+        )
+        assert f".venv/bin/python -m harness {target} --version 0.5.7" in out.stdout.splitlines()
