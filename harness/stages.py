@@ -114,12 +114,12 @@ def _replay_lines(module: ModuleType, mode: str) -> tuple[str, ...]:
 
 def load(name: str, series=None) -> ModuleType:
     """The stub's nsa_backend module at stage `name` (or the working tree's for WORKTREE)."""
+    if _use_build() and name != WORKTREE:
+        return load_built(name)
     from .series import STUB_DIR, Series, write_tree
 
     if name == WORKTREE:
         return import_stub("nsa_stage_worktree", REPO_ROOT / STUB_DIR)
-    if _use_build():
-        return load_built(name)
     series = series or Series()
     digest = series.digest(name)  # raises SeriesError on an unknown stage
     folder = BUILD_DIR / f"{name}-{digest}"
