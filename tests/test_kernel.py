@@ -3,7 +3,7 @@
 In the style of sglang's metadata kernel tests: an eager reference computes every buffer from the
 same starting contents, and whole buffers are compared exactly (values, dtype, shape, stride),
 so index 0 of the cumsum buffers and the columns past max_seqlen_k must keep what was there.
-On CPU, Triton runs through its interpreter (tests/conftest.py).
+On CPU, Triton runs through its interpreter (tests/conftest.py); on a GPU machine, compiled on the GPU.
 """
 
 from types import SimpleNamespace
@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from harness import stages
+from harness.env import triton_device
+
+DEVICE = triton_device()
 
 OUTPUTS = ("cache_seqlens_int32", "cu_seqlens_k", "nsa_seqlens_expanded", "nsa_cache_seqlens_int32",
            "nsa_cu_seqlens_k", "page_table_1", "real_page_table")
@@ -29,7 +32,7 @@ def captured(bs, draft, page_size, width, seed=0):
     rows = bs * draft
 
     def noise(*shape):
-        return torch.randint(-99, 99, shape, generator=g, dtype=torch.int32)
+        return torch.randint(-99, 99, shape, generator=g, dtype=torch.int32).to(DEVICE)
 
     table = noise(rows, width)
     return SimpleNamespace(
@@ -51,7 +54,7 @@ def reference(md, req_to_token, draft, topk, seq_lens, req_pool_indices) -> dict
         out["real_page_table"] = out["page_table_1"]
     seq = seq_lens.to(torch.int32)
     bs, rows, width = seq.shape[0], seq.shape[0] * draft, md.page_table_1.shape[1]
-    expanded = (seq[:, None] + torch.arange(1, draft + 1, dtype=torch.int32)).flatten()
+    expanded = (seq[:, None] + torch.arange(1, draft + 1, dtype=torch.int32, device=seq.device)).flatten()
     clamped = expanded.clamp(max=topk)
     out["cache_seqlens_int32"][:] = seq + draft
     out["cu_seqlens_k"][1:] = torch.cumsum(seq + draft, 0)
@@ -83,7 +86,7 @@ def batch(bs, draft, width, pool_rows, seed, dtype=torch.int32, padded=0):
     if padded:
         seq_lens[bs - padded:] = SEQ_LEN_FILL
     pool = torch.randint(0, pool_rows, (bs,), generator=g)
-    return seq_lens.to(dtype), pool.to(dtype)
+    return seq_lens.to(DEVICE, dtype), pool.to(DEVICE, dtype)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +106,7 @@ def batch(bs, draft, width, pool_rows, seed, dtype=torch.int32, padded=0):
 def test_launch_matches_plain_torch(kernel, bs, draft, page_size, width, topk, padded, dtype):
     md = captured(bs, draft, page_size, width, seed=bs + draft)
     g = torch.Generator().manual_seed(width)
-    req_to_token = torch.randint(-(1 << 20), 1 << 20, (bs + 3, width), generator=g, dtype=torch.int32)  # negatives: floor
+    req_to_token = torch.randint(-(1 << 20), 1 << 20, (bs + 3, width), generator=g, dtype=torch.int32).to(DEVICE)  # floor
     seq_lens, pool = batch(bs, draft, width, bs + 3, seed=draft, dtype=dtype, padded=padded)
     launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, topk, torch.ones_like(seq_lens),
                                                torch.zeros_like(pool))
@@ -116,10 +119,11 @@ def test_shorter_replay_keeps_the_longer_ones_columns(kernel):
     bs, draft, width = 4, 3, 700
     md = captured(bs, draft, 64, width)
     req_to_token = torch.randint(0, 1 << 20, (8, width), dtype=torch.int32, generator=torch.Generator().manual_seed(1))
-    launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, torch.ones(bs, dtype=torch.int32),
-                                               torch.zeros(bs, dtype=torch.int32))
+    req_to_token = req_to_token.to(DEVICE)
+    launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, *_inputs(bs))
     for longest in (width - draft, 100, 5):
-        seq_lens, pool = torch.full((bs,), longest, dtype=torch.int32), torch.randperm(8)[:bs].to(torch.int32)
+        seq_lens = torch.full((bs,), longest, dtype=torch.int32, device=DEVICE)
+        pool = torch.randperm(8)[:bs].to(DEVICE, torch.int32)
         expected = reference(md, req_to_token, draft, 48, seq_lens, pool)
         launch(seq_lens, pool)
         assert_buffers_equal(md, expected)
@@ -128,8 +132,8 @@ def test_shorter_replay_keeps_the_longer_ones_columns(kernel):
 def test_record_launches_on_the_static_inputs(kernel):
     bs, draft, width = 3, 2, 320
     md = captured(bs, draft, 64, width)
-    req_to_token = torch.arange(6 * width, dtype=torch.int32).view(6, width)
-    seq_lens, pool = torch.zeros(bs, dtype=torch.int32), torch.zeros(bs, dtype=torch.int32)
+    req_to_token = torch.arange(6 * width, dtype=torch.int32, device=DEVICE).view(6, width)
+    seq_lens, pool = _inputs(bs)
     launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, seq_lens, pool)
     seq_lens.copy_(torch.tensor([40, 318, 7]))  # the graph runner refreshes the bound inputs in place
     pool.copy_(torch.tensor([5, 0, 2]))
@@ -140,11 +144,15 @@ def test_record_launches_on_the_static_inputs(kernel):
 
 
 def _inputs(bs=2, dtype=torch.int32):
-    return torch.full((bs,), 10, dtype=dtype), torch.zeros(bs, dtype=dtype)
+    return torch.full((bs,), 10, dtype=dtype, device=DEVICE), torch.zeros(bs, dtype=dtype, device=DEVICE)
+
+
+def _zeros(*shape, dtype=torch.int32, device=DEVICE):
+    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 def _non_unit_stride(rows, cols):
-    return torch.zeros(cols, rows, dtype=torch.int32).t()
+    return _zeros(cols, rows).t()
 
 
 @pytest.mark.parametrize(
@@ -156,24 +164,24 @@ def _non_unit_stride(rows, cols):
         (dict(page_size=0), "page_size must be a power of two"),
         (dict(page_size=2048), "page_size must be a power of two <= 1024"),
         (dict(page_size=1), "real_page_table must be page_table_1"),
-        (dict(cache_seqlens_int32=torch.zeros(0, dtype=torch.int32)), "bs=0 is outside"),
-        (dict(cache_seqlens_int32=torch.zeros(2, dtype=torch.int64)), "cache_seqlens_int32 must be an int32 tensor"),
-        (dict(cu_seqlens_k=torch.zeros(2, dtype=torch.int32)), "cu_seqlens_k must be .* shape at least \\(3,\\)"),
-        (dict(nsa_seqlens_expanded=torch.zeros(5, dtype=torch.int32)), "nsa_seqlens_expanded must be .* at least \\(6,\\)"),
-        (dict(nsa_cache_seqlens_int32=torch.zeros(6, dtype=torch.float32)), "nsa_cache_seqlens_int32 must be an int32"),
-        (dict(nsa_cu_seqlens_k=torch.zeros(6, dtype=torch.int32)), "nsa_cu_seqlens_k must be .* shape at least \\(7,\\)"),
-        (dict(page_table_1=torch.zeros(6, 320, dtype=torch.int32, device="meta")), "page_table_1 must be an int32 tensor on cpu"),
+        (dict(cache_seqlens_int32=_zeros(0)), "bs=0 is outside"),
+        (dict(cache_seqlens_int32=_zeros(2, dtype=torch.int64)), "cache_seqlens_int32 must be an int32 tensor"),
+        (dict(cu_seqlens_k=_zeros(2)), "cu_seqlens_k must be .* shape at least \\(3,\\)"),
+        (dict(nsa_seqlens_expanded=_zeros(5)), "nsa_seqlens_expanded must be .* at least \\(6,\\)"),
+        (dict(nsa_cache_seqlens_int32=_zeros(6, dtype=torch.float32)), "nsa_cache_seqlens_int32 must be an int32"),
+        (dict(nsa_cu_seqlens_k=_zeros(6)), "nsa_cu_seqlens_k must be .* shape at least \\(7,\\)"),
+        (dict(page_table_1=_zeros(6, 320, device="meta")), f"page_table_1 must be an int32 tensor on {DEVICE}"),
         (dict(page_table_1=_non_unit_stride(6, 320)), "page_table_1 must be .* unit last stride"),
-        (dict(real_page_table=torch.zeros(6, 4, dtype=torch.int32)), "real_page_table must be .* shape at least \\(6, 5\\)"),
-        (dict(req_to_token=torch.zeros(4, 100, dtype=torch.int32)), "req_to_token must be .* shape at least \\(1, 320\\)"),
-        (dict(seq_lens=torch.zeros(2, dtype=torch.float32)), "seq_lens must be int32 or int64"),
-        (dict(req_pool_indices=torch.zeros(3, dtype=torch.int32)), "req_pool_indices must be .* of shape \\(2,\\)"),
+        (dict(real_page_table=_zeros(6, 4)), "real_page_table must be .* shape at least \\(6, 5\\)"),
+        (dict(req_to_token=_zeros(4, 100)), "req_to_token must be .* shape at least \\(1, 320\\)"),
+        (dict(seq_lens=_zeros(2, dtype=torch.float32)), "seq_lens must be int32 or int64"),
+        (dict(req_pool_indices=_zeros(3)), "req_pool_indices must be .* of shape \\(2,\\)"),
     ],
 )
 def test_capture_refuses(kernel, change, message):
     md = captured(bs=2, draft=3, page_size=64, width=320)
     draft = change.pop("num_draft_tokens", 3)
-    req_to_token = change.pop("req_to_token", torch.zeros(4, 320, dtype=torch.int32))
+    req_to_token = change.pop("req_to_token", _zeros(4, 320))
     seq_lens, pool = _inputs()
     seq_lens, pool = change.pop("seq_lens", seq_lens), change.pop("req_pool_indices", pool)
     for name, value in change.items():
@@ -186,25 +194,25 @@ def test_capture_refuses_bs_beyond_one_program(kernel):
     bs = kernel.MAX_BS + 1
     md = captured(bs=bs, draft=1, page_size=64, width=64)
     with pytest.raises(ValueError, match=f"bs={bs} is outside .* what one program scans"):
-        kernel.TargetVerifyMetadataLaunch(md, torch.zeros(4, 64, dtype=torch.int32), 1, 48, *_inputs(bs))
+        kernel.TargetVerifyMetadataLaunch(md, _zeros(4, 64), 1, 48, *_inputs(bs))
 
 
 @pytest.mark.parametrize(
     "seq_lens, pool, message",
     [
-        (torch.full((2,), 10.0), torch.zeros(2, dtype=torch.int32), "seq_lens must be int32 or int64"),
-        (torch.full((3,), 10), torch.zeros(2, dtype=torch.int32), "seq_lens must be .* of shape \\(2,\\)"),
-        (torch.full((2, 1), 10), torch.zeros(2, dtype=torch.int32), "seq_lens must be .* of shape \\(2,\\)"),
-        (torch.full((2,), 10), torch.zeros(2, dtype=torch.float32), "req_pool_indices must be int32 or int64"),
-        (torch.full((2,), 10, device="meta"), torch.zeros(2, dtype=torch.int32), "seq_lens must be contiguous on cpu"),
-        (torch.full((4,), 10)[::2], torch.zeros(2, dtype=torch.int32), "seq_lens must be contiguous on cpu"),
-        (torch.full((2,), 10), torch.zeros(2, 2, dtype=torch.int32)[:, 0], "req_pool_indices must be contiguous"),
+        (torch.full((2,), 10.0, device=DEVICE), _zeros(2), "seq_lens must be int32 or int64"),
+        (torch.full((3,), 10, device=DEVICE), _zeros(2), "seq_lens must be .* of shape \\(2,\\)"),
+        (torch.full((2, 1), 10, device=DEVICE), _zeros(2), "seq_lens must be .* of shape \\(2,\\)"),
+        (torch.full((2,), 10, device=DEVICE), _zeros(2, dtype=torch.float32), "req_pool_indices must be int32 or int64"),
+        (torch.full((2,), 10, device="meta"), _zeros(2), f"seq_lens must be contiguous on {DEVICE}"),
+        (torch.full((4,), 10, device=DEVICE)[::2], _zeros(2), f"seq_lens must be contiguous on {DEVICE}"),
+        (torch.full((2,), 10, device=DEVICE), _zeros(2, 2)[:, 0], "req_pool_indices must be contiguous"),
     ],
 )
 def test_replay_refuses_without_writing(kernel, seq_lens, pool, message):
     md = captured(bs=2, draft=3, page_size=64, width=320)
     before = {name: getattr(md, name).clone() for name in OUTPUTS}
-    launch = kernel.TargetVerifyMetadataLaunch(md, torch.ones(4, 320, dtype=torch.int32), 3, 48, *_inputs())
+    launch = kernel.TargetVerifyMetadataLaunch(md, _zeros(4, 320) + 1, 3, 48, *_inputs())
     with pytest.raises(ValueError, match=message):
         launch(seq_lens, pool)
     assert_buffers_equal(md, before)
