@@ -1,4 +1,4 @@
-"""python -m harness {stages,status,apply,unapply,refresh,build,verify,ops,upstream-check} [--json]"""
+"""python -m harness {stages,status,apply,unapply,refresh,build,verify,ops,upstream-check,mutations} [--json]"""
 
 from __future__ import annotations
 
@@ -97,6 +97,19 @@ def cmd_upstream_check(args):
     return 0 if report["ok"] else 1
 
 
+def cmd_mutations(args):
+    from .mutations import check_all
+
+    outcomes = check_all(args.device)
+    table = "\n".join(
+        f"{'caught' if o.caught else 'SURVIVED':>8}  {o.mutation:<55} {o.caught_by or ''}" for o in outcomes
+    )
+    survived = [o.mutation for o in outcomes if not o.caught]
+    table += f"\n{len(outcomes) - len(survived)} of {len(outcomes)} planted kernel bugs caught"
+    _emit(args, [o.__dict__ for o in outcomes], table + (f"; survived: {', '.join(survived)}" if survived else ""))
+    return 1 if survived else 0
+
+
 def main(argv=None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -124,6 +137,9 @@ def main(argv=None) -> int:
     o.set_defaults(fn=cmd_ops)
     sub.add_parser("upstream-check", help="regions byte-identical; series applies to real upstream").set_defaults(
         fn=cmd_upstream_check
+    )
+    sub.add_parser("mutations", help="plant known kernel bugs in the final stage; the matrix must catch each").set_defaults(
+        fn=cmd_mutations
     )
     args = p.parse_args(argv)
     try:

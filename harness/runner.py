@@ -134,7 +134,7 @@ class GraphRunner:
                 raise ReplayInputError(f"{name} has {t.shape[0]} entries, req_pool_indices has {batch.raw_bs}")
         bs = self.padded_bs(batch.raw_bs)
         extra = 0 if self.mode == "decode" else self.num_draft_tokens
-        lens = batch.seq_lens.cpu()
+        lens = batch.seq_lens.cpu().to(torch.int64)  # seq_len + D must not wrap around in int32
         too_long = (lens + (0 if self.mode == "draft_extend" else extra)) > self.context_len
         if bool(too_long.any()) or bool((lens < 1).any()):
             i = int((too_long | (lens < 1)).nonzero()[0])
@@ -176,6 +176,11 @@ class GraphRunner:
 
     def replay_metadata(self, bs: int) -> None:
         """The call under test: the backend's replay for an already prepared bs."""
+        if bs not in self.capture_bs:
+            raise ReplayInputError(
+                f"bs {bs} was not captured (captured: {', '.join(map(str, self.capture_bs))}): "
+                "replay a prepared batch, whose bs prepare() returns"
+            )
         self.backend.init_forward_metadata_replay_cuda_graph(
             bs,
             self.req_pool_indices[:bs],

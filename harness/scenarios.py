@@ -5,6 +5,11 @@ captured batch sizes) and a seed; `batches()` yields the replays. Batch sizes va
 captured graphs, which share one `page_table` buffer, are replayed interleaved; padded batches occur
 whenever the raw bs is not itself captured; the first replay is long (lengths up to exactly the
 context) so that later, shorter replays must leave its columns untouched.
+
+Two profiles aim at the kernels' edges: `lengths="page_boundaries"` makes every replay's longest
+request end at a page boundary +- 1 and at the 16-column body/tail split
+(max_seqlen_k = 0, 1, 15, 16, 63 mod 64), and `token_values` puts req_to_token entries below
+zero or next to the int32 limits, where a page shift and a floor division differ.
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ import torch
 from .runner import Batch, GraphRunner
 
 DTYPES = {"int32": torch.int32, "int64": torch.int64}
+# req_to_token entries: [low, high) ranges drawn from.
+TOKEN_VALUES = {
+    "small": ((0, 1 << 20),),
+    "negative": ((-(1 << 20), 1 << 20),),
+    "int32_limits": ((-(1 << 31), -(1 << 31) + (1 << 16)), ((1 << 31) - (1 << 16), (1 << 31) - 1)),
+}
+# max_seqlen_k mod 64 for lengths="page_boundaries": a page boundary, one past it, and either side
+# of the 16-column split between the kernels' aligned body and their tail.
+BOUNDARY_RESIDUES = (0, 1, 15, 16, 63)
 
 
 @dataclass(frozen=True)
@@ -33,21 +47,41 @@ class Scenario:
     replays: int = 6
     pool_size: int = 16
     seed: int = 0
-    negative_pool_entries: bool = False  # req_to_token values below zero (floor-division edge)
+    token_values: str = "small"  # a key of TOKEN_VALUES
+    lengths: str = "random"  # or "page_boundaries"
 
     @property
     def name(self) -> str:
         mode = {"target_verify": "tv", "decode": "dec", "draft_extend": "dx"}[self.mode]
+        profile = "".join(
+            f"-{value}" for value, default in ((self.token_values, "small"), (self.lengths, "random"))
+            if value != default
+        )
         return (
             f"{mode}-D{self.num_draft_tokens}-ps{self.page_size}-ctx{self.context_len}"
-            f"-topk{self.index_topk}-{self.seq_lens_dtype}-s{self.seed}"
+            f"-topk{self.index_topk}-{self.seq_lens_dtype}-bs{max(self.capture_bs)}{profile}-s{self.seed}"
         )
 
     def req_to_token(self, device) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
-        low = -(1 << 20) if self.negative_pool_entries else 0
-        table = torch.randint(low, 1 << 20, (self.pool_size, self.context_len), generator=g, dtype=torch.int32)
+        shape = (self.pool_size, self.context_len)
+        ranges = TOKEN_VALUES[self.token_values]
+        parts = [torch.randint(low, high, shape, generator=g, dtype=torch.int32) for low, high in ranges]
+        pick = torch.randint(0, len(parts), shape, generator=g)
+        table = torch.stack(parts).gather(0, pick.unsqueeze(0)).squeeze(0)
         return table.to(device)
+
+    def _longest(self, step: int, longest: int, extra: int) -> int:
+        """The longest request of replay `step` for lengths="page_boundaries" (else the context)."""
+        if self.lengths == "random":
+            return longest
+        targets = [
+            k * 64 + r
+            for k in range(self.context_len // 64 + 1)
+            for r in BOUNDARY_RESIDUES
+            if extra < k * 64 + r <= self.context_len and (k, r) != (0, 0)
+        ]
+        return targets[(step * 7) % len(targets)] - extra
 
     def runner(self, module: ModuleType, device="cpu") -> GraphRunner:
         return GraphRunner(
@@ -70,11 +104,13 @@ class Scenario:
         dtype = DTYPES[self.seq_lens_dtype]
         for step in range(self.replays):
             raw_bs = max_bs if step == 0 else int(torch.randint(1, max_bs + 1, (1,), generator=g))
+            top = self._longest(step, longest, extra)
             if step == 0:
-                lens = torch.full((raw_bs,), longest)
+                lens = torch.full((raw_bs,), top)
             else:
-                lens = torch.randint(1, longest + 1, (raw_bs,), generator=g)
-                lens[0] = longest if step % 3 == 0 else lens[0]  # exactly the context, now and then
+                lens = torch.randint(1, top + 1, (raw_bs,), generator=g)
+                if step % 3 == 0 or self.lengths == "page_boundaries":
+                    lens[0] = top  # exactly the context now and then, or the boundary aimed at
             if self.mode == "draft_extend":
                 lens = lens.clamp(min=self.num_draft_tokens)
             pool = torch.randint(0, self.pool_size, (raw_bs,), generator=g, dtype=torch.int32)
@@ -101,4 +137,24 @@ def matrix() -> list[Scenario]:
         )
     for mode, ps in itertools.product(("decode", "draft_extend"), (1, 64)):
         out.append(Scenario(num_draft_tokens=3, page_size=ps, index_topk=48, mode=mode, seed=7 + ps))
+    # The kernels' edges: long drafts, a batch the length scan takes in several chunks (D=16: 128
+    # requests a chunk), lengths at page and tail boundaries, entries at the int32 limits.
+    for d, ps in ((9, 64), (16, 1)):
+        out.append(Scenario(num_draft_tokens=d, page_size=ps, index_topk=4096, context_len=200, seed=d))
+    out.append(
+        Scenario(num_draft_tokens=16, page_size=64, index_topk=100, context_len=192,
+                 capture_bs=(1, 129, 160), replays=3, seed=16)
+    )
+    out.append(
+        Scenario(num_draft_tokens=2, page_size=64, index_topk=48, context_len=128,
+                 capture_bs=(7, 64, 256), replays=4, seed=2)
+    )
+    for ps, d in ((64, 4), (1, 1)):
+        out.append(
+            Scenario(num_draft_tokens=d, page_size=ps, index_topk=300, context_len=400,
+                     lengths="page_boundaries", replays=10, seed=40 + ps)
+        )
+    for values in ("negative", "int32_limits"):
+        out.append(Scenario(num_draft_tokens=3, page_size=64, index_topk=48, token_values=values, seed=50))
+    out.append(Scenario(num_draft_tokens=1, page_size=1, index_topk=48, token_values="int32_limits", seed=51))
     return out

@@ -31,11 +31,16 @@ class Verdict:
 
 def compare_stage(stage: str, scenario: Scenario, device="cpu", reference: str = "baseline") -> Verdict:
     """Replay `scenario` on `reference` and `stage` in lockstep; stop at the first differing buffer."""
-    ref = scenario.runner(stages.load(reference), device)
-    got = scenario.runner(stages.load(stage), device)
+    return compare_modules(stages.load(reference), stages.load(stage), scenario, device, label=stage)
+
+
+def compare_modules(reference, module, scenario: Scenario, device="cpu", label: str = "") -> Verdict:
+    """compare_stage for any two loaded backends (a stage, a mutant, a real upstream file)."""
+    ref = scenario.runner(reference, device)
+    got = scenario.runner(module, device)
     mismatch = first_mismatch(captured_state(ref.backend), captured_state(got.backend))
     if mismatch:
-        return Verdict(stage, scenario.name, 0, mismatch, at_replay=-1)  # -1: after capture
+        return Verdict(label, scenario.name, 0, mismatch, at_replay=-1)  # -1: after capture
     replays = 0
     for i, batch in enumerate(scenario.batches(device)):
         ref.replay(batch)
@@ -43,8 +48,8 @@ def compare_stage(stage: str, scenario: Scenario, device="cpu", reference: str =
         replays += 1
         mismatch = first_mismatch(captured_state(ref.backend), captured_state(got.backend))
         if mismatch:
-            return Verdict(stage, scenario.name, replays, mismatch, at_replay=i)
-    return Verdict(stage, scenario.name, replays)
+            return Verdict(label, scenario.name, replays, mismatch, at_replay=i)
+    return Verdict(label, scenario.name, replays)
 
 
 def count_ops(stage: str, bs: int, device="cpu", num_draft_tokens=4, page_size=64, context_len=256) -> ReplayCounts:

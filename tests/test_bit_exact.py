@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from harness import stages
 from harness.compare import captured_state, first_mismatch
-from harness.scenarios import Scenario, matrix
+from harness.scenarios import TOKEN_VALUES, Scenario, matrix
 from harness.verify import compare_stage
 
 
@@ -35,18 +35,24 @@ def test_stage_bit_exact(stage, scenario):
 
 
 @pytest.mark.parametrize("stage", stages.patched())
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run and machine, so CI is deterministic; 15 per stage on
+# top of the named matrix, which holds the edges (long drafts, big batches, page boundaries, int32
+# limits) on purpose.
+@settings(max_examples=15, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    draft=st.integers(1, 8),
+    draft=st.integers(1, 16),
     page_size=st.sampled_from([1, 64]),
     topk=st.integers(1, 400),
     context_len=st.integers(130, 400),
     capture_bs=st.lists(st.integers(1, 12), min_size=1, max_size=4, unique=True),
     dtype=st.sampled_from(["int32", "int64"]),
-    negative=st.booleans(),
+    token_values=st.sampled_from(sorted(TOKEN_VALUES)),
+    lengths=st.sampled_from(["random", "page_boundaries"]),
     seed=st.integers(0, 2**16),
 )
-def test_stage_bit_exact_fuzz(stage, draft, page_size, topk, context_len, capture_bs, dtype, negative, seed):
+def test_stage_bit_exact_fuzz(
+    stage, draft, page_size, topk, context_len, capture_bs, dtype, token_values, lengths, seed
+):
     scenario = Scenario(
         num_draft_tokens=draft,
         page_size=page_size,
@@ -54,7 +60,8 @@ def test_stage_bit_exact_fuzz(stage, draft, page_size, topk, context_len, captur
         context_len=context_len,
         capture_bs=tuple(capture_bs),
         seq_lens_dtype=dtype,
-        negative_pool_entries=negative,
+        token_values=token_values,
+        lengths=lengths,
         replays=5,
         seed=seed,
     )

@@ -1,0 +1,128 @@
+"""Mutation check: plant known kernel bugs in the final stage; the verdict matrix must catch each.
+
+A matrix that passes a buggy kernel proves nothing about a correct one. Each mutation below is a
+one-token slip a reviewer could miss (an off-by-one mask, `//` for `>>`, a dropped carry); each is
+applied to the final stage's kernel in a scratch build, then the named scenario matrix is replayed
+against baseline until a buffer differs (caught) or the matrix ends (survived). A mutant that
+raises is caught too: its replay fails. CI runs it (tests/test_mutations.py); so does
+`python -m harness mutations`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+from . import stages
+from .loader import BUILD_DIR, REPO_ROOT, import_stub
+from .scenarios import matrix
+from .series import STUB_DIR, Series, SeriesError, write_tree
+from .verify import compare_modules
+
+KERNEL = f"{STUB_DIR}/nsa/target_verify_metadata.py"
+MUTANTS_DIR = BUILD_DIR.parent / "mutants"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    original: str  # must occur exactly once in the kernel
+    mutant: str
+
+
+MUTATIONS = (
+    Mutation("real_page_table: last page of a row dropped", "live_pages = first_cols < max_seqlen_k",
+             "live_pages = first_cols + 1 < max_seqlen_k"),
+    Mutation("real_page_table: page shift as floor division", "mask=live_pages) >> LOG2_PAGE_SIZE",
+             "mask=live_pages) // (1 << LOG2_PAGE_SIZE)"),
+    Mutation("cache_seqlens: last request masked out", "live = req < BS", "live = req < BS - 1"),
+    Mutation("max_seqlen_k one short", "tl.minimum(longest + DRAFT, WIDTH)", "tl.minimum(longest + DRAFT - 1, WIDTH)"),
+    Mutation("page_table_1: tail stores one column too many", "in_tail = tail < max_seqlen_k",
+             "in_tail = tail <= max_seqlen_k"),
+    Mutation("page_table_1: body stores past max_seqlen_k", "body = cols < body_end", "body = cols < body_end + 16"),
+    Mutation("page_table_1: body aligned to 32, tail still 16", "body_end = (max_seqlen_k // 16) * 16",
+             "body_end = (max_seqlen_k // 32) * 32"),
+    Mutation("nsa_cache_seqlens: topk clamp one short", "tl.minimum(expanded, TOPK)", "tl.minimum(expanded, TOPK - 1)"),
+    Mutation("cu_seqlens_k: carry between scan chunks dropped", "kv_before += tl.sum(kv, 0)",
+             "kv_before += tl.sum(kv, 0) * 0"),
+    Mutation("nsa_cu_seqlens_k: carry between scan chunks dropped", "nsa_before += tl.sum(row_total, 0)",
+             "nsa_before += tl.sum(row_total, 0) * 0"),
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    mutation: str
+    caught_by: str | None  # "<scenario> replay <i>: <first mismatch>", or the exception; None: survived
+
+    @property
+    def caught(self) -> bool:
+        return self.caught_by is not None
+
+
+def _final() -> str:
+    return stages.names()[-1]
+
+
+def load_mutant(mutation: Mutation, series: Series | None = None):
+    """The final stage with `mutation` applied to its kernel, imported as a module of its own."""
+    series = series or Series()
+    files = series.materialize(_final())
+    kernel = files[KERNEL].decode()
+    if kernel.count(mutation.original) != 1:
+        raise SeriesError(
+            f"mutation '{mutation.name}': {mutation.original!r} occurs {kernel.count(mutation.original)} "
+            f"times in {KERNEL} at stage '{_final()}', not once: update harness/mutations.py"
+        )
+    files[KERNEL] = kernel.replace(mutation.original, mutation.mutant).encode()
+    digest = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(files.items()))).hexdigest()[:12]
+    folder = MUTANTS_DIR / digest
+    if not folder.exists():  # written aside then renamed, as stages.load does
+        staging = folder.with_name(f".{digest}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        write_tree(staging, files)
+        staging.rename(folder)
+    return import_stub(f"nsa_mutant_{digest}", folder / STUB_DIR)
+
+
+def _check_in_process(mutation: Mutation, device: str) -> Outcome:
+    mutant = load_mutant(mutation)
+    baseline = stages.load("baseline")
+    # Small captured batches first: the edge profiles then come before the slow bs-256 scenarios.
+    for scenario in sorted(matrix(), key=lambda s: max(s.capture_bs)):
+        try:
+            verdict = compare_modules(baseline, mutant, scenario, device)
+        except Exception as e:  # noqa: BLE001  (a mutant that raises is a mutant caught)
+            return Outcome(mutation.name, f"{scenario.name}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+        if not verdict.exact:
+            return Outcome(mutation.name, f"{scenario.name} replay {verdict.at_replay}: {verdict.mismatch}")
+    return Outcome(mutation.name, None)
+
+
+def check(mutation: Mutation, device: str = "cpu") -> Outcome:
+    """Run one mutant in a process of its own: a mutant may write out of bounds and crash it."""
+    index = MUTATIONS.index(mutation)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.mutations", str(index), device],
+        cwd=REPO_ROOT, capture_output=True, text=True,
+    )
+    if proc.returncode == 0:
+        return Outcome(**json.loads(proc.stdout.strip().splitlines()[-1]))
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]
+    return Outcome(mutation.name, f"crashed the replay process (exit {proc.returncode}): {last}")
+
+
+def check_all(device: str = "cpu") -> list[Outcome]:
+    return [check(m, device) for m in MUTATIONS]
+
+
+if __name__ == "__main__":  # one mutant: python -m harness.mutations <index> [device]
+    if not os.environ.get("TRITON_INTERPRET") and (sys.argv[2:] or ["cpu"])[0] == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    outcome = _check_in_process(MUTATIONS[int(sys.argv[1])], (sys.argv[2:] or ["cpu"])[0])
+    print(json.dumps(asdict(outcome)))
