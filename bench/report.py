@@ -224,7 +224,7 @@ def write(machine: str) -> Path:
     gpu_sections = ""
     if gpu:
         stage, caveat = judged_stage(run_stages)
-        gpu_sections = fill("targets.md", target_lines=caveat + bullets(judged("report", stage, rows)))
+        gpu_sections = fill("targets.md", target_lines=caveat + bullets(judged("report_md", stage, rows)))
         for name in run_stages:
             note = TEMPLATES / "stages" / f"{name}.md"
             if note.exists():
@@ -271,7 +271,7 @@ def write_graph(machine: str) -> Path | None:
         extra_low=f"{min(extra):.0f}", extra_high=f"{max(extra):.0f}",
         kernel_table=markdown_table(["bs", "max length", "static grid", "static µs", f"{names['eager']} µs", "ratio"],
                                     kernel, "rrlrrr"),
-        target_lines=" ".join(judged("graph", names["recorded"], r["kernel"])),
+        target_lines=" ".join(judged("graph_md", names["recorded"], r["kernel"])),
     )
     (REPORTS / machine / "GRAPH.md").write_text(text)
     return REPORTS / machine / "GRAPH.md"
