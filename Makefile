@@ -13,9 +13,11 @@ STAGES  := baseline $(shell sed -e 's/\#.*//' patches/series | sed -n 's/^ *[0-9
 	bench-smoke bench-prepare report $(addprefix apply-,$(STAGES))
 
 setup: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+# The editable install makes `python -m harness` work from any directory of the checkout.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 test: setup

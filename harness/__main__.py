@@ -1,4 +1,9 @@
-"""python -m harness {stages,status,apply,unapply,refresh,build,verify,ops,upstream-check,mutations} [--json]"""
+"""python -m harness {stages,status,apply,unapply,refresh,build,verify,ops,upstream-check,mutations} [--json]
+
+`verify` with no stage checks every stage of the committed series, and also vendor_stub/ as it
+stands (the `worktree` pseudo-stage) when it holds edits not refreshed into a patch;
+`verify worktree` checks only vendor_stub/ as it stands.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +32,12 @@ def cmd_stages(args):
 
 def cmd_status(args):
     st = Series().status()
-    _emit(args, {"stage": st.stage, "clean": st.clean, "edited": list(st.edited)}, st.describe())
+    data = {"stage": st.stage, "clean": st.clean, "kind": st.kind, "edited": list(st.edited), "broken": st.broken}
+    _emit(args, data, st.describe())
 
 
 def cmd_apply(args):
-    st = Series().apply(args.stage)
+    st = Series().apply(args.stage, reauthor=args.reauthor)
     _emit(args, {"stage": st.stage}, st.describe())
 
 
@@ -50,11 +56,28 @@ def cmd_build(args):
     _emit(args, index, "\n".join(f"{k}: build/stages/{v}" for k, v in index.items()))
 
 
+def verify_plan(series: Series, requested: list[str]) -> tuple[list[str], list[str], bool]:
+    """(stages to verify, warnings, whether a patch fails to apply): what is not verified is said, loudly."""
+    note = series.worktree_note()
+    if requested:
+        warnings = [f"WARNING: {note}"] if note and stages.WORKTREE not in requested else []
+        return requested, warnings, False
+    reachable, _, broken = series.reachable()
+    names = [s for s in reachable if s != "baseline"]
+    warnings = [f"WARNING: {broken}"] if broken else []
+    if note:
+        names.append(stages.WORKTREE)
+        warnings.append(f"WARNING: also verifying stage '{stages.WORKTREE}', because {note}")
+    return names, warnings, bool(broken)
+
+
 def cmd_verify(args):
     from .scenarios import matrix
     from .verify import compare_stage
 
-    names = [s for s in stages.names() if s != "baseline"] if not args.stage else args.stage
+    names, warnings, series_broken = verify_plan(Series(), args.stage)
+    for line in warnings:
+        print(line, file=sys.stderr, flush=True)
     scenarios = matrix()
     verdicts = []
     for stage in names:
@@ -70,7 +93,9 @@ def cmd_verify(args):
     bad = [v for v in verdicts if not v.exact]
     if not args.json:
         print(f"{len(verdicts) - len(bad)} of {len(verdicts)} stage x scenario verdicts bit-exact against baseline")
-    return 1 if bad else 0
+    for line in warnings:  # repeated under the table, where a reader looks for the outcome
+        print(line, file=sys.stderr)
+    return 1 if bad or series_broken else 0
 
 
 def cmd_ops(args):
@@ -122,14 +147,22 @@ def main(argv=None) -> int:
     sub.add_parser("status", help="which stage vendor_stub/ is at").set_defaults(fn=cmd_status)
     a = sub.add_parser("apply", help="bring vendor_stub/ to a stage")
     a.add_argument("stage")
+    a.add_argument(
+        "--reauthor",
+        action="store_true",
+        help="the stage's patch no longer applies: go to the stage below, redo its change, `make refresh` rewrites it",
+    )
     a.set_defaults(fn=cmd_apply)
     sub.add_parser("unapply", help="back to baseline").set_defaults(fn=cmd_unapply)
     sub.add_parser("refresh", help="regenerate the topmost applied patch").set_defaults(fn=cmd_refresh)
     sub.add_parser("build", help="materialize every stage into build/stages (for machines without git)").set_defaults(
         fn=cmd_build
     )
-    v = sub.add_parser("verify", help="stage x scenario bit-exact table")
-    v.add_argument("stage", nargs="*")
+    v = sub.add_parser(
+        "verify",
+        help="stage x scenario bit-exact table; 'worktree' is vendor_stub/ as it stands, unrefreshed edits included",
+    )
+    v.add_argument("stage", nargs="*", help=f"stages (default: all, plus '{stages.WORKTREE}' when vendor_stub/ is edited)")
     v.set_defaults(fn=cmd_verify)
     o = sub.add_parser("ops", help="aten ops and Triton launches per replay, stage x bs")
     o.add_argument("stage", nargs="*")

@@ -2,8 +2,9 @@
 
 Stages are `baseline` (vendor_stub/ as committed at HEAD) and one per patch in patches/series.
 Every operation first computes the complete target state in a scratch repository, so a patch that
-does not apply changes nothing; and every operation refuses while vendor_stub/ holds edits that are
-not exactly some stage, so no edit is ever overwritten.
+does not apply changes nothing; and every operation refuses while vendor_stub/ holds content that
+no stage of the series can give back, so no edit is ever overwritten. A patch that does not apply
+only takes away the stages from it up.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import difflib
 import hashlib
 import os
 import re
+import secrets
+import stat
 import tempfile
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import git
@@ -25,8 +28,32 @@ from .loader import REPO_ROOT
 STUB_DIR = "vendor_stub"
 PATCH_DIR = "patches"
 BASELINE = "baseline"
+SET_ASIDE = f"git stash push -u -- {STUB_DIR}"  # -u: files a patch adds are untracked
 
 Files = dict[str, bytes]  # repo-relative path -> exact bytes
+
+# The user's git configuration must not shape a patch or a materialized stage (diff.noprefix,
+# core.abbrev, color.ui, apply.whitespace...): scratch repositories read no global or system config,
+# and variables that would point git at another repository are dropped.
+_SCRATCH_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_DIR": None,
+    "GIT_WORK_TREE": None,
+    "GIT_INDEX_FILE": None,
+}
+# Spelled out as well, so a patch's format is fixed here even if the environment is not honoured.
+_DIFF_OPTIONS = (
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-renames",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "--abbrev=7",
+    "--unified=3",
+    "--diff-algorithm=myers",
+)
 
 
 class SeriesError(RuntimeError):
@@ -40,27 +67,85 @@ def stage_name(patch_file: str) -> str:
 
 @dataclass(frozen=True)
 class Status:
-    stage: str  # the stage the tree is at, or the one its edits sit on
-    edited: tuple[str, ...] = ()  # files that differ from that stage
+    """Where vendor_stub/ stands relative to `stage`.
+
+    kind: "clean" (exactly the stage), "minus" (the stage less some of its files), "leftover" (the
+    stage plus files the series adds at other stages, e.g. left untracked by a plain `git stash`),
+    or "edits" (anything else, described against the stage the last apply left or the nearest one).
+    """
+
+    stage: str
+    kind: str = "clean"
+    modified: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    leftover: tuple[str, ...] = ()  # in "leftover": each file's content is some stage's version
+    leftover_edited: tuple[str, ...] = ()  # in "leftover": contents no stage has
+    reauthoring: str = ""  # stage whose broken patch `make refresh` writes anew on top of `stage`
+    left_at: str | None = None  # in "edits", when `stage` is only the nearest: what the last apply left
+    broken: str = ""  # the first patch that does not apply, with how to re-author it
+
+    @property
+    def edited(self) -> tuple[str, ...]:
+        return tuple(sorted(self.modified + self.added + self.missing + self.leftover + self.leftover_edited))
 
     @property
     def clean(self) -> bool:
-        return not self.edited
+        return self.kind == "clean"
+
+    @property
+    def unrecoverable(self) -> tuple[str, ...]:
+        """Files whose content no stage holds: moving to another stage would lose them."""
+        return tuple(sorted(self.modified + self.added + self.leftover_edited))
 
     def describe(self) -> str:
-        if self.clean:
-            return f"vendor_stub/ is at stage '{self.stage}'"
-        return (
-            f"vendor_stub/ holds local edits on top of stage '{self.stage}': "
-            + ", ".join(self.edited)
-        )
+        """The state, then the first patch that does not apply, if any."""
+        return self.state() + (f"; {self.broken}" if self.broken else "")
+
+    def state(self) -> str:
+        """Where vendor_stub/ stands, and the fix where it is not a stage plus edits."""
+        where = f"stage '{self.stage}'"
+        if self.reauthoring:
+            where += f" (re-authoring '{self.reauthoring}': `make refresh` writes its patch)"
+        if self.kind == "clean":
+            text = f"vendor_stub/ is at {where}"
+        elif self.kind == "minus":
+            text = (
+                f"vendor_stub/ is {where} less files it holds: {', '.join(self.missing)}; "
+                f"`make apply-{self.stage}` restores them"
+            )
+        elif self.kind == "leftover":
+            files = ", ".join(self.leftover + tuple(f"{p} (edited)" for p in self.leftover_edited))
+            fix = (
+                f"`{SET_ASIDE}` keeps them aside" if self.leftover_edited else f"`make apply-{self.stage}` removes them"
+            )
+            text = (
+                f"vendor_stub/ is {where} plus files the series adds at other stages "
+                f"(a git stash without -u leaves untracked files behind): {files}; {fix}"
+            )
+        else:
+            parts = [
+                f"{label} {', '.join(paths)}"
+                for label, paths in (("modified", self.modified), ("new", self.added), ("deleted", self.missing))
+                if paths
+            ]
+            if self.left_at is None:
+                text = f"vendor_stub/ holds local edits on top of {where}: {'; '.join(parts)}"
+            else:
+                text = (
+                    f"vendor_stub/ holds edits nearest to {where} (the last apply left '{self.left_at}'): "
+                    + "; ".join(parts)
+                )
+        return text
 
 
-def _scratch_repo(files: Files) -> tuple[tempfile.TemporaryDirectory, git.Repo]:
+def _scratch_repo(files: Files) -> tuple[tempfile.TemporaryDirectory, git.Git]:
     tmp = tempfile.TemporaryDirectory(prefix="nsa-series-")
-    repo = git.Repo.init(tmp.name)
+    scratch = git.Git(tmp.name)
+    scratch.update_environment(**_SCRATCH_ENV)
+    scratch.init("-q")
     write_tree(Path(tmp.name), files)
-    return tmp, repo
+    return tmp, scratch
 
 
 def write_tree(root: Path, files: Files) -> None:
@@ -95,6 +180,32 @@ def _check_pristine(files: Files) -> None:
             )
 
 
+def _compare(stage: Files, tree: Files) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(modified, added, missing) paths of `tree` against `stage`."""
+    modified = tuple(sorted(p for p in stage.keys() & tree.keys() if stage[p] != tree[p]))
+    return modified, tuple(sorted(tree.keys() - stage.keys())), tuple(sorted(stage.keys() - tree.keys()))
+
+
+def _git_error(e: git.GitCommandError) -> str:
+    """The first line git printed, without GitPython's quoting around stderr."""
+    lines = [line.strip().removeprefix("stderr:").strip(" '") for line in str(e.stderr or "").splitlines()]
+    return next((line for line in lines if line), "git failed")
+
+
+def _lines(data: bytes) -> list[bytes]:
+    return data.splitlines(keepends=True)
+
+
+def _changed_lines(before: Files, after: Files) -> int:
+    total = 0
+    for path in before.keys() | after.keys():
+        a, b = _lines(before.get(path, b"")), _lines(after.get(path, b""))
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+            if tag != "equal":
+                total += (i2 - i1) + (j2 - j1)
+    return total
+
+
 class Series:
     def __init__(self, root: Path | str = REPO_ROOT):
         self.root = Path(root)
@@ -123,7 +234,10 @@ class Series:
             raise SeriesError(f"unknown stage '{name}': choose one of {', '.join(names)}")
         return names.index(name)
 
-    @cached_property
+    def _patch_path(self, name: str) -> Path:
+        return self.root / PATCH_DIR / self.patch_files[self._check_stage(name) - 1]
+
+    @property
     def baseline(self) -> Files:
         """vendor_stub/ as committed at HEAD, read from the blobs byte-exact."""
         try:
@@ -144,7 +258,7 @@ class Series:
         index = self._check_stage(name)
         if index == 0:
             raise SeriesError("'baseline' has no patch")
-        path = self.root / PATCH_DIR / self.patch_files[index - 1]
+        path = self._patch_path(name)
         if not path.is_file():
             raise SeriesError(
                 f"patches/series names {path.name}, which does not exist: create it "
@@ -166,98 +280,156 @@ class Series:
         index = self._check_stage(name)
         key = self.digest(name)
         if key not in self._materialized:
-            self._materialized[key] = self._materialize(index)
+            self._materialized[key] = self.baseline if index == 0 else self._push(index)
         return dict(self._materialized[key])
 
-    def _materialize(self, index: int) -> Files:
-        tmp, scratch = _scratch_repo(self.baseline)
+    def _push(self, index: int) -> Files:
+        """Stage `index`: its patch applied on top of the stage below (itself materialized once)."""
+        names = self.names()
+        below = self.materialize(names[index - 1])
+        text = self.patch_text(names[index])
+        if b"\ndiff --git " not in b"\n" + text:
+            return below  # a header with no diff yet: a new patch waiting for `make refresh`
+        tmp, scratch = _scratch_repo(below)
         with tmp:
-            for patch in self.patch_files[:index]:
-                path = self.root / PATCH_DIR / patch
-                if b"\ndiff --git " not in b"\n" + path.read_bytes():
-                    continue  # a header with no diff yet: a new patch waiting for `make refresh`
-                try:
-                    scratch.git.apply("--whitespace=nowarn", str(path))
-                except git.GitCommandError as e:
-                    detail = e.stderr.strip().splitlines()[-1] if e.stderr else ""
-                    raise SeriesError(
-                        f"patches/{patch} does not apply on top of the stages before it ({detail}); "
-                        f"fix it by re-authoring: make apply-<previous stage>, edit, make refresh"
-                    ) from None
+            patch = Path(tmp.name) / ".patch"  # the text digest() hashed, not a re-read of the file
+            patch.write_bytes(text)
+            try:
+                scratch.apply("--whitespace=nowarn", str(patch))
+            except git.GitCommandError as e:
+                raise SeriesError(
+                    f"patches/{self.patch_files[index - 1]} does not apply on top of stage "
+                    f"'{names[index - 1]}' ({_git_error(e)}): stages from "
+                    f"'{names[index]}' up are unavailable; re-author it with "
+                    f"`python -m harness apply {names[index]} --reauthor`, redo its change, then `make refresh`"
+                ) from None
+            patch.unlink()
             return read_tree(Path(tmp.name), STUB_DIR)
+
+    def reachable(self) -> tuple[list[str], str, str]:
+        """(stages that materialize, the first that does not or "", why it does not or "")."""
+        names = self.names()
+        for i, name in enumerate(names):
+            try:
+                self.materialize(name)
+            except SeriesError as e:
+                return names[:i], name, str(e)
+        return names, "", ""
 
     # -- state ---------------------------------------------------------------------------------
     @property
     def _applied_record(self) -> Path:
-        # Like quilt's .pc/applied-patches: which stage the last apply left (per clone, untracked).
+        # Like quilt's .pc/applied-patches: which stage the last apply left (per clone, untracked);
+        # a second line "reauthor" when that stage's broken patch is being written anew.
         return Path(self.repo.git_dir) / "nsa-verify-applied-stage"
+
+    def _record(self) -> tuple[str, bool]:
+        if not self._applied_record.exists():  # no apply yet: the tree started as HEAD's, baseline
+            return BASELINE, False
+        lines = self._applied_record.read_text().split()
+        return (lines[0] if lines else ""), lines[1:] == ["reauthor"]
 
     def status(self) -> Status:
         """Where vendor_stub/ stands. Edits sit on the stage the last apply left, if that is known."""
         current = self.worktree()
+        available, first_broken, broken = self.reachable()
+        if not available:  # not even baseline: HEAD's stub is not pristine
+            raise SeriesError(broken)
+        recorded, reauthor = self._record()
+        if reauthor and recorded == first_broken:  # then the tree is measured from the stage below
+            base = self.names()[self.names().index(recorded) - 1]
+            modified, added, missing = _compare(self.materialize(base), current)
+            kind = "edits" if modified or added or missing else "clean"
+            return Status(base, kind, modified, added, missing, reauthoring=recorded)  # says what `broken` would
 
-        def edited(name: str) -> tuple[str, ...]:
-            files = self.materialize(name)
-            return tuple(sorted(p for p in files.keys() | current.keys() if files.get(p) != current.get(p)))
+        compared = {name: _compare(self.materialize(name), current) for name in available}
 
-        names = self.names()
-        recorded = self._applied_record.read_text().strip() if self._applied_record.exists() else ""
-        exact = [name for name in names if not edited(name)]
-        if exact:  # several only around an empty new patch: the recorded one, else the highest
-            return Status(recorded if recorded in exact else exact[-1])
-        if recorded in names:
-            return Status(recorded, edited(recorded))
+        def pick(candidates: list[str]) -> str:  # the stage the last apply left, else the highest
+            return recorded if recorded in candidates else candidates[-1]
 
-        def changed_lines(name: str) -> int:
-            files = self.materialize(name)
-            return sum(
-                sum(
-                    1
-                    for line in difflib.diff_bytes(
-                        difflib.unified_diff,
-                        files.get(p, b"").splitlines(),
-                        current.get(p, b"").splitlines(),
-                        lineterm=b"",
-                        n=0,
-                    )
-                    if line[:1] in (b"+", b"-")
-                )
-                for p in edited(name)
+        exact = [n for n in available if not any(compared[n])]
+        if exact:
+            return Status(pick(exact), broken=broken)
+        minus = [n for n in available if not compared[n][0] and not compared[n][1]]
+        if minus:
+            stage = pick(minus)
+            return Status(stage, "minus", missing=compared[stage][2], broken=broken)
+        versions: dict[str, set[bytes]] = {}
+        for name in available:
+            for path, data in self.materialize(name).items():
+                versions.setdefault(path, set()).add(data)
+        leftover = [
+            n
+            for n in available
+            if not compared[n][0] and not compared[n][2] and all(p in versions for p in compared[n][1])
+        ]
+        if leftover:
+            stage = pick(leftover)
+            extra = compared[stage][1]
+            return Status(
+                stage,
+                "leftover",
+                leftover=tuple(p for p in extra if current[p] in versions[p]),
+                leftover_edited=tuple(p for p in extra if current[p] not in versions[p]),
+                broken=broken,
             )
+        if recorded in available:
+            return Status(recorded, "edits", *compared[recorded], broken=broken)
+        nearest = min(available, key=lambda n: _changed_lines(self.materialize(n), current))  # ties: the lower
+        return Status(nearest, "edits", *compared[nearest], broken=broken, left_at=recorded)
 
-        nearest = min(names, key=changed_lines)  # ties: the lower stage, the safer guess
-        return Status(nearest, edited(nearest))
-
-    def _refuse_if_edited(self, status: Status, action: str) -> None:
+    def worktree_note(self) -> str:
+        """One line when vendor_stub/ is not exactly a stage: stage verdicts do not cover what it holds."""
+        status = self.status()
         if status.clean:
+            return ""
+        return (
+            f"{status.state()}; stage verdicts check the committed series, not this tree: "
+            "`python -m harness verify worktree` checks vendor_stub/ as it stands"
+        )
+
+    def _refuse_if_unrecoverable(self, status: Status, action: str) -> None:
+        lost = status.unrecoverable
+        if not lost:
             return
-        keep = (
-            "keep them in the stage's patch with `make refresh`"
-            if status.stage != BASELINE
-            else "keep them as a new patch (name it in patches/series, then `make refresh`)"
-        )
-        raise SeriesError(
-            f"refusing to {action}: {status.describe()}. To {keep}, or set them aside with "
-            f"`git stash push -- {STUB_DIR}` and retry"
-        )
+        if status.kind == "edits" and not self._refresh_problem(status):
+            keep = f"keep them in {self._patch_path(status.reauthoring or status.stage).name} with `make refresh`, or "
+        else:
+            keep = ""
+        raise SeriesError(f"refusing to {action}: {status.state()}; {keep}set them aside with `{SET_ASIDE}` and retry")
 
     # -- moving --------------------------------------------------------------------------------
-    def apply(self, name: str) -> Status:
-        """Bring vendor_stub/ to stage `name` (stacked: pushes or pops as needed)."""
-        self._check_stage(name)
+    def apply(self, name: str, reauthor: bool = False) -> Status:
+        """Bring vendor_stub/ to stage `name` (stacked: pushes or pops as needed).
+
+        reauthor: `name`'s patch does not apply; go to the stage below and make `make refresh`
+        write that patch anew from the edits made there.
+        """
+        index = self._check_stage(name)
+        available, first_broken, broken = self.reachable()
+        if reauthor and name != first_broken:
+            raise SeriesError(
+                f"'{name}' is not a stage whose patch fails to apply"
+                + (f" (the first such is '{first_broken}')" if first_broken else "")
+                + f": move to it with `make apply-{name}`"
+            )
+        if not reauthor and name not in available:
+            raise SeriesError(broken)
         status = self.status()
-        self._refuse_if_edited(status, f"move to '{name}'")
-        if status.stage == name:
-            return status
-        self._replace_worktree(self.worktree(), self.materialize(name))
-        self._applied_record.write_text(name + "\n")
+        self._refuse_if_unrecoverable(status, f"move to '{name}'")
+        target = self.names()[index - 1] if reauthor else name
+        self._replace_worktree(self.worktree(), self.materialize(target))
+        self._applied_record.write_text(name + ("\nreauthor\n" if reauthor else "\n"))
         return self.status()
 
     def unapply(self) -> Status:
         return self.apply(BASELINE)
 
     def _replace_worktree(self, old: Files, new: Files) -> None:
-        """Write `new` over `old` all-or-nothing: stage every file beside its target, then rename."""
+        """Write `new` over `old` all-or-nothing: stage every file beside its target, then rename.
+
+        A replaced file keeps its mode; a new one gets what git would give it (0o666 less the umask).
+        """
         staged: list[tuple[Path, Path]] = []
         try:
             for rel, data in new.items():
@@ -265,22 +437,22 @@ class Series:
                     continue
                 target = self.root / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+                tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-                staged.append((Path(tmp), target))
+                staged.append((tmp, target))
+                if target.exists():
+                    os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
         except BaseException:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
             raise
-        done: list[Path] = []
         try:
             for tmp, target in staged:
                 os.replace(tmp, target)
-                done.append(target)
             for rel in old.keys() - new.keys():
                 (self.root / rel).unlink()
-                done.append(self.root / rel)
         except BaseException:  # put back what was already replaced
             for rel, data in old.items():
                 (self.root / rel).write_bytes(data)
@@ -296,45 +468,126 @@ class Series:
         tmp, scratch = _scratch_repo(before)
         with tmp:
             root = Path(tmp.name)
-            scratch.git.add("-A")
+            scratch.add("-A")
             for rel in before.keys() - after.keys():
                 (root / rel).unlink()
             write_tree(root, after)
             added = sorted(after.keys() - before.keys())
             if added:
-                scratch.git.add("-N", *added)
-            return scratch.git.diff("--no-color", "--no-ext-diff", strip_newline_in_stdout=False)
+                scratch.add("-N", *added)
+            return scratch.diff(*_DIFF_OPTIONS, strip_newline_in_stdout=False)
+
+    def _undoes_lower_patch(self, index: int, tree: Files) -> str:
+        """Why a patch at `index` made from `tree` would undo a lower patch, or "" if it would not.
+
+        A lower patch counts as undone when a file it adds is gone, or when one of its replacements
+        whose new lines are all still in the stage below is reverted: those lines removed and the ones
+        they replaced back. (Rewriting or deleting lines a lower patch added is ordinary authoring.)
+        """
+        names = self.names()
+        below = self.materialize(names[index - 1])
+        for k in range(1, index):
+            patch = f"patches/{self.patch_files[k - 1]}"
+            before, after = self.materialize(names[k - 1]), self.materialize(names[k])
+            for path in sorted(after.keys() - before.keys()):
+                if path in below and path not in tree:
+                    return f"it would delete {path}, which {patch} adds"
+            for path in sorted(after.keys() & below.keys() & tree.keys()):
+                if below[path] == tree[path]:
+                    continue
+                old, new = _lines(before.get(path, b"")), _lines(after[path])
+                removed, readded = Counter(), Counter()
+                edit = difflib.SequenceMatcher(None, _lines(below[path]), _lines(tree[path]), autojunk=False)
+                for tag, i1, i2, j1, j2 in edit.get_opcodes():
+                    if tag != "equal":
+                        removed.update(_lines(below[path])[i1:i2])
+                        readded.update(_lines(tree[path])[j1:j2])
+                present = Counter(_lines(below[path]))
+                for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+                    plus = Counter(line for line in new[j1:j2] if line.strip())
+                    minus = Counter(line for line in old[i1:i2] if line.strip())
+                    if tag != "replace" or not plus or not minus or plus - present:
+                        continue  # an insertion (deleting it is authoring), or changed by a later lower patch
+                    if not plus - removed and not minus - readded:
+                        first = next(iter(plus)).decode(errors="replace").strip()
+                        return f"it would revert {patch}'s change to {path} (the lines from `{first[:60]}`)"
+        return ""
+
+    def _refresh_problem(self, status: Status) -> str:
+        """Why `make refresh` must refuse in `status`, with the command that fixes it; "" if it may run."""
+        target = status.reauthoring or status.stage
+        if status.kind in ("minus", "leftover"):  # states git tools leave, not edits: restore first
+            return f"refusing to refresh: {status.state()}"
+        if target == BASELINE:
+            return (
+                "no patch is applied: add the new patch's file name to patches/series, "
+                "`make apply-<it>` is then an empty patch to refresh into"
+                if status.clean
+                else f"refusing to refresh: {status.state()}; name a new patch in patches/series, then `make refresh`"
+            )
+        if status.left_at is not None:  # refreshing a guess could fold other patches into this one
+            return (
+                f"refusing to refresh: {status.state()}; set the edits aside with `{SET_ASIDE}`, "
+                f"then `make apply-{status.stage}` and redo them"
+            )
+        if status.kind == "edits":
+            undone = self._undoes_lower_patch(self._check_stage(target), self.worktree())
+            if undone:
+                return (
+                    f"refusing to refresh {self._patch_path(target).name}: {undone}; "
+                    f"set the edits aside with `{SET_ASIDE}`, then `make apply-{target}`"
+                )
+        return ""
 
     def refresh(self) -> str:
         """Regenerate the topmost applied patch from the edited working tree; keep its header."""
         status = self.status()
-        if status.stage == BASELINE:
+        problem = self._refresh_problem(status)
+        if problem:
+            raise SeriesError(problem)
+        if status.clean and status.reauthoring:
             raise SeriesError(
-                "no patch is applied: add the new patch's file name to patches/series, "
-                "`make apply-<it>` is then an empty patch to refresh into"
-                if status.clean
-                else f"refusing to refresh: {status.describe()}; name a new patch in patches/series first"
+                f"vendor_stub/ is exactly stage '{status.stage}': redo the change of "
+                f"{self._patch_path(status.reauthoring).name} in vendor_stub/ first, then `make refresh`"
             )
         if status.clean:
             return f"patch for '{status.stage}' is already up to date"
-        index = self._check_stage(status.stage)
-        patch_path = self.root / PATCH_DIR / self.patch_files[index - 1]
+        target = status.reauthoring or status.stage
+        index = self._check_stage(target)
+        patch_path = self._patch_path(target)
         old_text = patch_path.read_bytes()
-        header = old_text.split(b"\ndiff --git ", 1)[0].rstrip(b"\n") + b"\n"
-        if old_text.startswith(b"diff --git "):
-            header = b""
-        body = self.diff(self.materialize(self.names()[index - 1]), self.worktree())
-        patch_path.write_bytes(header + (b"\n" if header else b"") + body.encode())
+        _, first_broken_before, _ = self.reachable()
+        patch_path.write_bytes(
+            self._header(old_text) + self.diff(self.materialize(self.names()[index - 1]), self.worktree()).encode()
+        )
         self._materialized.clear()
-        try:
-            reproduced = self.status() == Status(status.stage)
-        except SeriesError:  # a later patch no longer applies on top of the new one
-            reproduced = False
-        if not reproduced:  # never leave a series that does not reproduce the tree
+        available, first_broken, broken = self.reachable()
+        names = self.names()
+        breaks_later = first_broken and (
+            not first_broken_before or names.index(first_broken) < names.index(first_broken_before)
+        )
+        if target not in available or breaks_later or self.status() != Status(target, broken=broken):
+            # never leave a series that does not reproduce the tree
             patch_path.write_bytes(old_text)
             self._materialized.clear()
+            if not breaks_later:
+                raise SeriesError(
+                    f"refresh of patches/{patch_path.name} would not reproduce vendor_stub/ (a harness bug): "
+                    "restored the patch; vendor_stub/ is untouched"
+                )
             raise SeriesError(
-                f"refresh of patches/{patch_path.name} would not reproduce the tree or would break a later "
-                "patch; restored it. Refresh only the topmost applied patch"
+                f"refresh of patches/{patch_path.name} would break patches/{self._patch_path(first_broken).name}; "
+                f"restored it. Make the edit in that patch instead: set it aside with `{SET_ASIDE}`, "
+                f"then `make apply-{first_broken}` and redo it"
             )
+        if status.reauthoring:
+            self._applied_record.write_text(target + "\n")
         return f"refreshed patches/{patch_path.name}"
+
+    @staticmethod
+    def _header(patch: bytes) -> bytes:
+        """A patch's header (text before its first diff) ending in one `---` line, or b"" if none."""
+        if patch.startswith(b"diff --git "):
+            return b""
+        header = patch.split(b"\ndiff --git ", 1)[0].rstrip(b"\n") + b"\n"
+        return header if header.endswith(b"\n---\n") or header == b"---\n" else header + b"---\n"

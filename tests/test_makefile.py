@@ -23,7 +23,7 @@ def _targets() -> list[str]:
 @pytest.fixture(scope="module")
 def fresh_clone(tmp_path_factory):
     root = tmp_path_factory.mktemp("fresh")
-    for rel in ("Makefile", "requirements.txt", "patches/series"):
+    for rel in ("Makefile", "requirements.txt", "pyproject.toml", "patches/series"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / rel, root / rel)
     return root
