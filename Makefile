@@ -9,7 +9,7 @@ PY      := $(VENV)/bin/python
 # Stage names straight from patches/series (no Python needed before setup): NNNN-name.patch -> name.
 STAGES  := baseline $(shell sed -e 's/\#.*//' patches/series | sed -n 's/^ *[0-9]*-\(.*\)\.patch *$$/\1/p')
 
-.PHONY: setup test status unapply refresh verify ops upstream-check export bench bench-compare \
+.PHONY: setup test status unapply refresh verify ops upstream-check upstream-report export bench bench-compare \
 	bench-smoke bench-prepare report $(addprefix apply-,$(STAGES))
 
 setup: $(VENV)/.installed
@@ -53,6 +53,10 @@ ops: setup
 # VERSION=<release> checks one release of the table in patches/releases.toml.
 upstream-check: setup
 	$(PY) -m harness upstream-check $(if $(VERSION),--version $(VERSION))
+
+# reports/upstream/MATRIX.md and matrix.json: every release x patch x scenario (about 18 min on 2 cores).
+upstream-report: setup
+	$(PY) -m harness.upstream --trace --write reports/upstream
 
 # dist/sglang-<version>/: the series for every release, as `git am` / `quilt push -a` take it.
 export: setup

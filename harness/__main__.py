@@ -1,4 +1,4 @@
-"""python -m harness {stages,status,apply,unapply,refresh,build,verify,ops,upstream-check,mutations} [--json]
+"""python -m harness {stages,status,apply,unapply,refresh,build,verify,ops,upstream-check,export,mutations} [--json]
 
 `verify` with no stage checks every stage of the committed series, and also vendor_stub/ as it
 stands (the `worktree` pseudo-stage) when it holds edits not refreshed into a patch;
@@ -115,11 +115,15 @@ def cmd_ops(args):
 
 
 def cmd_upstream_check(args):
-    from .upstream import upstream_check
+    from .upstream import main as upstream_main
 
-    report = upstream_check()
-    _emit(args, report, "\n".join(report["lines"]))
-    return 0 if report["ok"] else 1
+    return upstream_main((["--json"] if args.json else []) + [f"--version={v}" for v in args.version or []])
+
+
+def cmd_export(args):
+    from .export import main as export_main
+
+    return export_main([f"--version={v}" for v in args.version or []])
 
 
 def cmd_mutations(args):
@@ -168,9 +172,14 @@ def main(argv=None) -> int:
     o.add_argument("stage", nargs="*")
     o.add_argument("--bs", type=int, nargs="+", default=[1, 32, 128])
     o.set_defaults(fn=cmd_ops)
-    sub.add_parser("upstream-check", help="regions byte-identical; series applies to real upstream").set_defaults(
-        fn=cmd_upstream_check
+    u = sub.add_parser(
+        "upstream-check", help="the series on every release's real file: applies / compiles / lint / bit-exact"
     )
+    u.add_argument("--version", action="append", help="one release of patches/releases.toml (repeatable)")
+    u.set_defaults(fn=cmd_upstream_check)
+    e = sub.add_parser("export", help="dist/sglang-<version>/: git am / quilt mails for every release")
+    e.add_argument("--version", action="append", help="one release of patches/releases.toml (repeatable)")
+    e.set_defaults(fn=cmd_export)
     sub.add_parser("mutations", help="plant known kernel bugs in the final stage; the matrix must catch each").set_defaults(
         fn=cmd_mutations
     )

@@ -1,96 +1,383 @@
-"""`make upstream-check`: the stub's pinned regions are upstream's bytes; the series applies to upstream.
+"""`make upstream-check`: the series on the REAL nsa_backend.py of every release in patches/releases.toml.
 
-The wheel is fetched once with `pip download --no-deps` into a cache outside the repo
-(NSA_UPSTREAM_CACHE, default ~/.cache/nsa-verify-patches); no upstream file enters the repo.
+For the reference release (0.5.6) it first checks that the stub's pinned regions are upstream's
+bytes (vendor_stub/UPSTREAM_PIN.toml). Then, per release: the series is derived (harness.releases:
+clean / 3-way / resolved), every prefix of it byte-compiles, and the release's real file runs its
+CUDA-graph metadata methods (__init__, init_cuda_graph_state, capture, replay) over the harness
+scenario matrix, unpatched and with each prefix applied (harness.upstream_exec), compared on whole
+buffers after every replay exactly as the stub's stages are (harness.compare). The unpatched real
+file is also compared against the stub's baseline: does the stub reproduce this release?
+
+    python -m harness.upstream [--version V ...] [--scenarios N] [--json] [--trace] [--write DIR]
+
+Wheels are cached outside the repo (NSA_UPSTREAM_CACHE, default ~/.cache/nsa-verify-patches); no
+upstream file enters the repo.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import os
-import py_compile
-import subprocess
 import sys
-import tempfile
 import tomllib
-import zipfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import git
-
-from .series import REPO_ROOT, STUB_DIR, SeriesError, Series, read_tree
+from .lint import new_findings
+from .series import REPO_ROOT, STUB_DIR, Series, SeriesError
+from .releases import WHEEL_DIR, Derivation, ReleaseError, wheel_file
 
 PIN = REPO_ROOT / STUB_DIR / "UPSTREAM_PIN.toml"
-CACHE = Path(os.environ.get("NSA_UPSTREAM_CACHE", Path.home() / ".cache" / "nsa-verify-patches"))
+STUB_COLUMN = "stub"  # the column comparing the unpatched real file with the stub's baseline
 
 
 def pin() -> dict:
     return tomllib.loads(PIN.read_text())
 
 
-def fetch_wheel(package: str, version: str) -> Path:
-    folder = CACHE / f"{package}-{version}"
-    wheels = sorted(folder.glob(f"{package}-{version}-*.whl"))
-    if wheels:
-        return wheels[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(folder),
-         f"{package}=={version}"],
-        capture_output=True, text=True,
-    )
-    wheels = sorted(folder.glob(f"{package}-{version}-*.whl"))
-    if proc.returncode or not wheels:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SeriesError(
-            f"could not download {package}=={version} ({last}): connect to PyPI, or put the wheel in {folder}"
-        )
-    return wheels[0]
-
-
-def upstream_file(p: dict | None = None) -> bytes:
-    p = p or pin()
-    with zipfile.ZipFile(fetch_wheel(p["package"], p["version"])) as z:
-        return z.read(p["path"])
-
-
-def upstream_check() -> dict:
+def pinned_regions(series: Series) -> tuple[list[str], list[str]]:
+    """The stub's pinned regions against the reference wheel: (report lines, problems)."""
     p = pin()
-    upstream = upstream_file(p)
-    series = Series()
-    # The committed stub is what is pinned; the working tree may sit at any stage.
-    baseline_stub = series.baseline[f"{STUB_DIR}/nsa_backend.py"]
+    upstream = wheel_file(p["version"], p["path"])
+    baseline_stub = series.baseline[f"{STUB_DIR}/nsa_backend.py"]  # the committed stub is what is pinned
     lines = upstream.splitlines(keepends=True)
-    out = [f"upstream: {p['package']}=={p['version']} {p['path']} ({len(lines)} lines)"]
+    out = [f"pinned regions: {p['package']}=={p['version']} {p['path']} ({len(lines)} lines)"]
     problems = []
     for region in p["region"]:
         start, end = region["lines"]
         text = b"".join(lines[start - 1 : end])
-        digest = hashlib.sha256(text).hexdigest()
-        ok = digest == region["sha256"] and baseline_stub.count(text) == 1
+        ok = hashlib.sha256(text).hexdigest() == region["sha256"] and baseline_stub.count(text) == 1
         out.append(f"  {'identical' if ok else 'DIFFERS':>9}  lines {start}-{end}  {region['name']}")
         if not ok:
-            problems.append(f"region {region['name']} (lines {start}-{end})")
+            problems.append(f"pinned region {region['name']} (lines {start}-{end}) differs from {p['version']}")
+    return out, problems
 
-    with tempfile.TemporaryDirectory(prefix="nsa-upstream-") as tmp:
-        root = Path(tmp)
-        scratch = git.Repo.init(root)
-        (root / STUB_DIR).mkdir()
-        (root / STUB_DIR / "nsa_backend.py").write_bytes(upstream)
-        for patch in series.patch_files:
+
+@dataclass
+class Cell:
+    """One release x patch (or x the stub): how the patch got there and what running it gave."""
+
+    patch: str
+    how: str = ""  # clean / 3-way / resolved ("" for the stub column)
+    compiles: bool = True
+    lint: list[str] = field(default_factory=list)  # findings the series adds (harness/lint.py)
+    exact: int = 0  # scenarios bit-exact against the release's unpatched real file
+    scenarios: int = 0
+    failure: str | None = None  # the first: "scenario replay r: buffer[index]: expected, got", or an error
+
+    @property
+    def ok(self) -> bool:
+        return self.compiles and not self.lint and self.failure is None and self.exact == self.scenarios
+
+    def describe(self) -> str:
+        parts = [self.how] if self.how else []
+        if not self.compiles:
+            return " / ".join(parts + ["does not compile"])
+        if self.how:
+            parts.append("compiles")
+            parts.append(f"lint: {len(self.lint)} new" if self.lint else "lint clean")
+        return " / ".join(parts + [f"{self.exact}/{self.scenarios}"])
+
+
+@dataclass
+class ReleaseResult:
+    version: str
+    cells: list[Cell] = field(default_factory=list)
+    # The unpatched real file against the stub's baseline: informational (does the stub still
+    # reproduce this release?), not a verdict on the series.
+    stub: Cell = field(default_factory=lambda: Cell(STUB_COLUMN))
+    error: str | None = None  # derivation or loading failed: nothing ran
+    code_path: dict[str, list[str]] = field(default_factory=dict)  # mode -> functions run (--trace)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(c.ok for c in self.cells)
+
+
+def _compiles(files: dict[str, bytes]) -> str | None:
+    for path, data in sorted(files.items()):
+        if path.endswith(".py"):
             try:
-                scratch.git.apply("--whitespace=nowarn", str(REPO_ROOT / "patches" / patch))
-            except git.GitCommandError as e:
-                problems.append(f"patches/{patch} does not apply to upstream: {e.stderr.strip()}")
-                out.append(f"  {'FAILS':>9}  git apply patches/{patch}")
-                break
-            compiled = []
-            for rel in read_tree(root, STUB_DIR):
+                compile(data, path, "exec", dont_inherit=True)
+            except SyntaxError as e:
+                return f"{path}:{e.lineno}: {e.msg}"
+    return None
+
+
+def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bool = False) -> ReleaseResult:
+    """Derive, compile, load and replay one release; every scenario on every prefix in lockstep."""
+    from .compare import captured_state, first_mismatch
+    from .upstream_exec import StandinError, load_release
+
+    result = ReleaseResult(version)
+    try:
+        release = derivation.table.release(version)
+        applied = derivation.derive(version)
+    except ReleaseError as e:
+        result.error = str(e)
+        return result
+    result.cells = [Cell(a.patch, a.how) for a in applied]
+    compared = result.cells + [result.stub]
+    trees = [derivation.files(derivation.base_commit(version))] + [derivation.files(a.commit) for a in applied]
+    for cell, tree in zip(result.cells, trees[1:]):
+        cell.lint = [str(f) for f in new_findings(trees[0], tree)]
+    modules = []
+    for label, tree, cell in zip(["unpatched"] + [a.patch for a in applied], trees, [None] + compared):
+        problem = _compiles(tree)
+        if problem:
+            if cell is None:
+                result.error = f"sglang {version}'s unpatched file does not compile: {problem}"
+                return result
+            cell.compiles, cell.failure = False, problem
+            modules.append(None)
+            continue
+        try:
+            modules.append(load_release(version, tree, stub, release.model_runner, label.split("-")[0]))
+        except (StandinError, ImportError) as e:
+            if cell is None:
+                result.error = f"sglang {version}: importing the real file failed: {e}"
+                return result
+            cell.failure = f"import: {e}"
+            modules.append(None)
+    reference, peers = modules[0], modules[1:] + [stub]
+
+    for scenario in scenarios:
+        try:
+            ref = scenario.runner(reference)
+        except Exception as e:  # the unpatched real file itself: nothing to compare against
+            result.error = f"sglang {version} unpatched, {scenario.name}: {type(e).__name__}: {e}"
+            return result
+        runners = {}
+        for cell, module in zip(compared, peers):
+            if module is None or cell.failure:
+                continue
+            cell.scenarios += 1
+            try:
+                runners[cell.patch] = scenario.runner(module)
+            except Exception as e:
+                cell.failure = f"{scenario.name} capture: {type(e).__name__}: {e}"
+        live = dict(runners)
+
+        def compare(at: str) -> None:
+            for patch, runner in list(live.items()):
+                mismatch = first_mismatch(captured_state(ref.backend), captured_state(runner.backend))
+                if mismatch:
+                    cell = next(c for c in compared if c.patch == patch)
+                    cell.failure = f"{scenario.name} {at}: {mismatch}"
+                    del live[patch]
+
+        compare("after capture")
+        for i, batch in enumerate(scenario.batches()):
+            ref.replay(batch)
+            for patch, runner in list(live.items()):
                 try:
-                    py_compile.compile(str(root / rel), doraise=True)
-                    compiled.append(Path(rel).name)
-                except py_compile.PyCompileError as e:
-                    problems.append(f"after patches/{patch}, {rel} does not compile: {e.msg}")
-            out.append(f"  {'applies':>9}  patches/{patch} (byte-compiles: {', '.join(sorted(compiled))})")
-    out.append("upstream-check: OK" if not problems else "upstream-check: FAILED: " + "; ".join(problems))
-    return {"ok": not problems, "problems": problems, "lines": out}
+                    runner.replay(batch)
+                except Exception as e:
+                    cell = next(c for c in compared if c.patch == patch)
+                    cell.failure = f"{scenario.name} replay {i}: {type(e).__name__}: {e}"
+                    del live[patch]
+            compare(f"replay {i}")
+        for patch in live:
+            next(c for c in compared if c.patch == patch).exact += 1
+    if trace:
+        result.code_path = trace_code_path(reference, scenarios)
+    return result
+
+
+def trace_code_path(module, scenarios) -> dict[str, list[str]]:
+    """Per mode, the functions of the real file and of the wheel's own code that one scenario runs."""
+    from .upstream_exec import BUILD
+
+    roots = (str(BUILD), ".whl!")
+    out: dict[str, list[str]] = {}
+    for scenario in scenarios:
+        if scenario.mode in out:
+            continue
+        seen: dict[str, None] = {}
+
+        def profile(frame, event, arg):
+            if event == "call" and any(r in frame.f_code.co_filename for r in roots):
+                where = frame.f_code.co_filename.split(".whl!")[-1].split("/build/upstream/")[-1]
+                seen.setdefault(f"{Path(where).name}:{frame.f_code.co_qualname}", None)
+
+        sys.setprofile(profile)
+        try:
+            runner = scenario.runner(module)
+            for batch in scenario.batches():
+                runner.replay(batch)
+        finally:
+            sys.setprofile(None)
+        out[scenario.mode] = list(seen)
+    return out
+
+
+def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None) -> dict:
+    """The whole check: pinned regions, then every release x patch. JSON-ready."""
+    from . import stages
+    from .scenarios import matrix
+
+    series = Series()
+    lines, problems = pinned_regions(series)
+    scenarios = matrix() if scenarios is None else scenarios
+    stub = stages.load("baseline", series)
+    results = []
+    with Derivation(series) as derivation:
+        for version in versions or ():
+            derivation.table.release(version)  # an unknown or replaced version stops here, with why
+        for version in versions or derivation.table.versions:
+            result = run_release(derivation, version, scenarios, stub, trace)
+            results.append(result)
+            if progress:
+                progress(result)
+    problems += [r.error for r in results if r.error]
+    problems += [f"sglang {r.version} {c.patch}: {c.failure}" for r in results for c in r.cells if c.failure]
+    problems += [f"sglang {r.version} {c.patch}: lint: {f}" for r in results for c in r.cells for f in c.lint]
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "pinned_regions": lines,
+        "patches": series.patch_files,
+        "scenarios": [s.name for s in scenarios],
+        "releases": [asdict(r) for r in results],
+        "tools": tool_versions(),
+    }
+
+
+def tool_versions() -> dict:
+    import git
+    import torch
+    import triton
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "git": ".".join(map(str, git.Git().version_info)),
+        "gitpython": git.__version__,
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
+    }
+
+
+def table(report: dict) -> list[str]:
+    """release x patch: applies (clean / 3-way / resolved), compiles, bit-exact n/m scenarios."""
+    patches = [p.split("-")[0] for p in report["patches"]]
+    head = ["release", *patches, "stub baseline = real (unpatched)"]
+    rows = [head, ["---"] * len(head)]
+    for r in report["releases"]:
+        if r["error"]:
+            rows.append([r["version"], f"ERROR: {r['error']}"] + [""] * (len(head) - 2))
+            continue
+        cells = [Cell(**c) for c in r["cells"]]
+        stub = Cell(**r["stub"])
+        rows.append(
+            [r["version"]]
+            + [c.describe() + ("" if c.ok else " FAIL") for c in cells]
+            + [stub.describe() if stub.ok else f"no: {stub.failure}"]
+        )
+    return ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def write_report(report: dict, folder: Path) -> None:
+    """matrix.json and MATRIX.md (the table, how each release got its series, what runs per mode)."""
+    from .releases import RESOLUTIONS, Table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "matrix.json").write_text(json.dumps(report, indent=2) + "\n")
+    table_data = Table.load()
+    tools = report["tools"]
+    md = [
+        "# The series on every release's real nsa_backend.py",
+        "",
+        "Generated by `python -m harness.upstream --trace --write reports/upstream` (do not edit).",
+        f"Tools: python {tools['python']}, torch {tools['torch']}, triton {tools['triton']} "
+        f"(TRITON_INTERPRET={tools['triton_interpret'] or 'unset'}), git {tools['git']}, GitPython {tools['gitpython']}.",
+        "",
+        "Cell: how the canonical patch reached the release (clean = `git apply` as is; 3-way = cherry-pick;",
+        "resolved = cherry-pick plus a reviewed hand resolution from patches/releases/), that every file",
+        "byte-compiles, that the series adds no finding of sglang's pre-commit lint (black 88, isort",
+        "--profile black, ruff pyflakes; harness/lint.py) to what the release's own file has, and the scenarios whose whole buffers stayed bit-exact against the release's",
+        f"unpatched real file after capture and every replay ({len(report['scenarios'])} scenarios:",
+        "harness.scenarios.matrix()). Last column: the stub's baseline against the unpatched real file.",
+        "",
+        *table(report),
+        "",
+        "upstream-check: " + ("OK" if report["ok"] else "FAILED: " + "; ".join(report["problems"])),
+        "",
+        "## Pinned regions (0.5.6)",
+        "",
+        "```",
+        *report["pinned_regions"],
+        "```",
+        "",
+        "## Releases",
+        "",
+        "| release | what | status |",
+        "| --- | --- | --- |",
+        *[f"| {r.version} | {r.what} | {r.status} |" for r in table_data.releases],
+        "",
+        "## Hand resolutions",
+        "",
+    ]
+    for path in sorted(RESOLUTIONS.glob("*.toml")):
+        for r in tomllib.loads(path.read_text())["resolution"]:
+            md.append(f"- `{path.name[:-5]}` on {', '.join(r['releases'])} ({r['function']}): {' '.join(r['why'].split())}")
+    traced = [r for r in report["releases"] if r["code_path"]]
+    if traced:
+        md += ["", "## What runs (unpatched real file, one scenario per mode)", ""]
+        for r in traced:
+            md.append(f"- **{r['version']}**")
+            for mode, functions in r["code_path"].items():
+                md.append(f"  - {mode}: " + ", ".join(f"`{f}`" for f in functions))
+    (folder / "MATRIX.md").write_text("\n".join(md) + "\n")
+
+
+def upstream_check(versions=None, scenarios=None) -> dict:
+    """What `python -m harness upstream-check` prints: the report with its lines."""
+    report = run_matrix(versions, scenarios)
+    report["lines"] = report["pinned_regions"] + table(report) + (
+        ["upstream-check: OK"] if report["ok"] else ["upstream-check: FAILED: " + "; ".join(report["problems"])]
+    )
+    return report
+
+
+def main(argv=None) -> int:
+    # Triton reads this at import: without a GPU the series' kernels run through its interpreter.
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from .scenarios import matrix
+
+    p = argparse.ArgumentParser(prog="python -m harness.upstream", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="append", help="one release of patches/releases.toml (repeatable)")
+    p.add_argument("--scenarios", type=int, help="only every N-th scenario of the matrix (quick runs)")
+    p.add_argument("--trace", action="store_true", help="record which functions each mode runs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--write", type=Path, metavar="DIR", help="also write DIR/matrix.json and DIR/MATRIX.md")
+    args = p.parse_args(argv)
+    scenarios = matrix()[:: args.scenarios] if args.scenarios else None
+
+    def progress(result: ReleaseResult) -> None:
+        if not args.json:
+            state = result.error or ", ".join(f"{c.patch.split('-')[0]} {c.describe()}" for c in result.cells)
+            print(f"  {result.version:>12}: {state}", file=sys.stderr, flush=True)
+
+    try:
+        report = run_matrix(args.version, scenarios, args.trace, progress)
+    except SeriesError as e:  # ReleaseError included: one line, what is wrong and how to fix it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.write:
+        write_report(report, args.write)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(report["pinned_regions"] + table(report)))
+        print("upstream-check: OK" if report["ok"] else "upstream-check: FAILED: " + "; ".join(report["problems"]))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""The series for every sglang release in patches/releases.toml, derived from the canonical one.
+
+patches/ is written against the stub of the reference release (0.5.6). For another release R the
+series is derived in a scratch git repository: the reference's real nsa_backend.py is committed at
+its upstream path, each canonical patch (paths mapped by one rule, vendor_stub/<rel> ->
+python/sglang/srt/layers/attention/<rel>) is committed on top of it; then R's file is committed on
+the same base and each patch commit is cherry-picked (three-way) in order. A patch whose hunks
+conflict takes its hand resolution from patches/releases/<patch stem>.toml, else derivation stops
+with a one-line error naming the release, the patch and the hunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import git
+
+from .series import PATCH_DIR, REPO_ROOT, STUB_DIR, Files, Series, SeriesError
+
+TABLE = REPO_ROOT / PATCH_DIR / "releases.toml"
+RESOLUTIONS = REPO_ROOT / PATCH_DIR / "releases"
+UPSTREAM_DIR = "python/sglang/srt/layers/attention"  # where vendor_stub/ sits in sglang's repository
+WHEEL_DIR = "sglang/srt/layers/attention"  # the same folder inside the wheel
+BACKEND = f"{UPSTREAM_DIR}/nsa_backend.py"
+
+# Scratch repositories must not depend on whoever runs them: no user or system config, fixed
+# identity and dates (derived commits, hence exported patches, are reproducible).
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "nsa-verify-patches",
+    "GIT_AUTHOR_EMAIL": "nsa-verify-patches@users.noreply.github.com",
+    "GIT_COMMITTER_NAME": "nsa-verify-patches",
+    "GIT_COMMITTER_EMAIL": "nsa-verify-patches@users.noreply.github.com",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_EDITOR": "true",
+}
+GIT_CONFIG = {
+    ("merge", "conflictStyle"): "merge",
+    ("rerere", "enabled"): "false",
+    ("core", "autocrlf"): "false",
+    ("commit", "gpgSign"): "false",
+}
+
+
+class ReleaseError(SeriesError):
+    """A release the matrix cannot handle; the one-line message says why and what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NSA_UPSTREAM_CACHE", Path.home() / ".cache" / "nsa-verify-patches"))
+
+
+def version_key(version: str) -> tuple:
+    """0.5.5 < 0.5.5.post1 < 0.5.6 (PEP 440 for the plain and .postN forms sglang uses)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)*)(?:\.post(\d+))?", version)
+    if not m:
+        raise ReleaseError(f"'{version}' is not a release version (expected e.g. 0.5.6 or 0.5.6.post1)")
+    return tuple(int(x) for x in m.group(1).split(".")), int(m.group(2) or -1)
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    what: str
+    status: str
+    model_runner: dict = field(default_factory=dict)  # extra attributes this release's __init__ reads
+
+
+@dataclass(frozen=True)
+class Table:
+    reference: str
+    releases: tuple[Release, ...]
+    replaced: tuple[dict, ...]
+
+    @classmethod
+    def load(cls, path: Path = TABLE) -> "Table":
+        data = tomllib.loads(path.read_text())
+        common = data.get("model_runner", {})
+        return cls(
+            data["reference"],
+            tuple(Release(**{**r, "model_runner": {**common, **r.get("model_runner", {})}}) for r in data["release"]),
+            tuple(sorted(data.get("replaced", ()), key=lambda r: version_key(r["since"]), reverse=True)),
+        )
+
+    @property
+    def versions(self) -> list[str]:
+        return [r.version for r in self.releases]
+
+    def release(self, version: str) -> Release:
+        for r in self.releases:
+            if r.version == version:
+                return r
+        key = version_key(version)
+        for r in self.replaced:  # newest first: the latest replacement that covers `version`
+            if key >= version_key(r["since"]):
+                raise ReleaseError(
+                    f"sglang {version} has no slow target-verify replay to patch: upstream replaced it "
+                    f"in {r['since']} with {r['by']}; choose one of {', '.join(self.versions)}"
+                )
+        raise ReleaseError(
+            f"sglang {version} is not in {TABLE.relative_to(REPO_ROOT)}: choose one of {', '.join(self.versions)}"
+        )
+
+
+def fetch_wheel(version: str, package: str = "sglang") -> Path:
+    """The release's wheel from the cache, downloaded once with pip into a scratch folder then renamed."""
+    folder = cache_dir() / f"{package}-{version}"
+    wheels = sorted(folder.glob(f"{package}-{version}-*.whl"))
+    if wheels:
+        return wheels[0]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{folder.name}.", dir=folder.parent) as staging:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+             "--disable-pip-version-check", "-d", staging, f"{package}=={version}"],
+            capture_output=True, text=True,
+        )
+        got = sorted(Path(staging).glob(f"{package}-{version}-*.whl"))
+        if proc.returncode or not got:
+            last = (proc.stderr.strip().splitlines() or ["no wheel"])[-1].strip()
+            raise ReleaseError(
+                f"no wheel of {package}=={version} in {folder} and pip could not download it ({last}): "
+                f"connect to PyPI, or put the wheel in {folder}"
+            )
+        folder.mkdir(exist_ok=True)
+        os.replace(got[0], folder / got[0].name)
+    return folder / got[0].name
+
+
+def wheel_files(version: str, under: str = WHEEL_DIR) -> dict[str, bytes]:
+    """Files of the release's wheel under `under` (wheel paths: sglang/...)."""
+    with zipfile.ZipFile(fetch_wheel(version)) as z:
+        return {n: z.read(n) for n in z.namelist() if n.startswith(under + "/") and not n.endswith("/")}
+
+
+def wheel_file(version: str, path: str) -> bytes:
+    with zipfile.ZipFile(fetch_wheel(version)) as z:
+        try:
+            return z.read(path)
+        except KeyError:
+            raise ReleaseError(f"sglang {version}'s wheel has no {path}") from None
+
+
+def to_upstream(stub_path: str) -> str:
+    """vendor_stub/<rel> -> python/sglang/srt/layers/attention/<rel> (the one mapping rule)."""
+    if not stub_path.startswith(STUB_DIR + "/"):
+        raise ReleaseError(f"the series touches {stub_path}, outside {STUB_DIR}/: only {STUB_DIR}/ maps to upstream")
+    return UPSTREAM_DIR + stub_path[len(STUB_DIR) :]
+
+
+def map_patch(text: bytes) -> bytes:
+    """A canonical patch with its vendor_stub/ paths moved to sglang's repository layout."""
+    header, sep, diff = (b"\n" + text).partition(b"\ndiff --git ")
+    if not sep:
+        return b""
+    out = []
+    for line in (b"diff --git " + diff).splitlines(keepends=True):
+        if line.startswith((b"diff --git ", b"--- a/", b"+++ b/", b"rename from ", b"rename to ")):
+            line = re.sub(
+                rb"(a/|b/|rename from |rename to )" + re.escape(STUB_DIR.encode()) + rb"/",
+                lambda m: m.group(1) + UPSTREAM_DIR.encode() + b"/",
+                line,
+            )
+        out.append(line)
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    start: int  # 1-based lines of the conflict block in the conflicted file
+    end: int
+    function: str
+    sha256: str  # of the block with its marker labels stripped (labels hold commit ids)
+
+    def where(self) -> str:
+        return f"lines {self.start}-{self.end} in {self.function}"
+
+
+def conflicts(text: str) -> list[Conflict]:
+    lines = text.splitlines(keepends=True)
+    found, start = [], None
+    for i, line in enumerate(lines):
+        if line.startswith("<<<<<<< "):
+            start = i
+        elif line.startswith(">>>>>>> ") and start is not None:
+            block = "".join(normalize_marker(l) for l in lines[start : i + 1])
+            found.append(Conflict(start + 1, i + 1, enclosing_function(lines, start), sha256(block)))
+            start = None
+    return found
+
+
+def normalize_marker(line: str) -> str:
+    for marker in ("<<<<<<<", ">>>>>>>"):
+        if line.startswith(marker + " "):
+            return marker + "\n"
+    return line
+
+
+def enclosing_function(lines: list[str], index: int) -> str:
+    for line in reversed(lines[:index]):
+        m = re.match(r"\s*(?:async\s+)?def\s+(\w+)", line)
+        if m:
+            return m.group(1)
+    return "module level"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def resolve(text: str, resolutions: list[dict], where: str) -> str | None:
+    """`text` with each conflict block replaced by its reviewed resolution; None if one is missing."""
+    by_hash = {r["conflict_sha256"]: r["resolved"] for r in resolutions}
+    blocks = conflicts(text)
+    if not all(c.sha256 in by_hash for c in blocks):
+        return None
+    lines = text.splitlines(keepends=True)
+    for c in reversed(blocks):  # bottom-up: earlier line numbers stay valid
+        lines[c.start - 1 : c.end] = [by_hash[c.sha256]]
+    return "".join(lines)
+
+
+@dataclass(frozen=True)
+class Applied:
+    patch: str  # canonical file name, e.g. 0002-list-elim.patch
+    how: str  # "clean" (the mapped patch applies as is), "3-way", "resolved"
+    commit: str  # the derived commit in the scratch repository
+    message: str  # the canonical patch's header (DEP-3 fields), for export
+
+
+class Derivation:
+    """A scratch repository holding the reference base, the canonical commits and one branch per release."""
+
+    def __init__(self, series: Series | None = None, table: Table | None = None):
+        self.series = series or Series()
+        self.table = table or Table.load(self.series.root / PATCH_DIR / "releases.toml")
+        self._tmp = tempfile.TemporaryDirectory(prefix="nsa-releases-")
+        self.root = Path(self._tmp.name)
+        self.repo = git.Repo.init(self.root)
+        self.repo.git.update_environment(**GIT_ENV)
+        with self.repo.config_writer() as cw:
+            for (section, option), value in GIT_CONFIG.items():
+                cw.set_value(section, option, value)
+        self._derived: dict[str, list[Applied]] = {}
+        self._bases: dict[str, str] = {}  # version -> the commit holding its unpatched file
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> "Derivation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _commit_release_file(self, version: str) -> str:
+        path = self.root / BACKEND
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(wheel_file(version, f"{WHEEL_DIR}/nsa_backend.py"))
+        self.repo.git.add("-A")
+        self.repo.git.commit("-q", "--allow-empty", "-m", f"sglang {version} {BACKEND}")
+        return self.repo.head.commit.hexsha
+
+    def _patch_header(self, patch: str) -> str:
+        text = (self.series.root / PATCH_DIR / patch).read_text()
+        return text.split("\ndiff --git ", 1)[0].rstrip("\n") if not text.startswith("diff --git ") else ""
+
+    @cached_property
+    def canonical(self) -> list[Applied]:
+        """The base commit (reference file) and one commit per canonical patch, all `git apply` clean."""
+        self.repo.git.checkout("-q", "--orphan", "canonical")
+        self.base = self._bases[self.table.reference] = self._commit_release_file(self.table.reference)
+        out = []
+        for patch in self.series.patch_files:
+            mapped = map_patch((self.series.root / PATCH_DIR / patch).read_bytes())
+            if mapped:  # a header without a diff yet: an empty commit keeps the series' numbering
+                try:
+                    self._git_apply(mapped)
+                except git.GitCommandError as e:
+                    raise ReleaseError(
+                        f"patches/{patch} does not apply to sglang {self.table.reference}'s real "
+                        f"{BACKEND} ({_last_line(e)}): the series must stay clean on the reference; fix the patch"
+                    ) from None
+            self.repo.git.commit("-q", "--allow-empty", "-m", patch)
+            out.append(Applied(patch, "clean", self.repo.head.commit.hexsha, self._patch_header(patch)))
+        return out
+
+    def _git_apply(self, mapped: bytes, check: bool = False) -> None:
+        patch = Path(self.repo.git_dir) / "mapped.patch"  # inside .git: never part of a commit
+        patch.write_bytes(mapped)
+        self.repo.git.apply("--check" if check else "--index", "--whitespace=nowarn", str(patch))
+
+    def derive(self, version: str) -> list[Applied]:
+        """The release's series: one commit per canonical patch, with how it got there."""
+        self.table.release(version)  # unknown or replaced versions fail here, with the reason
+        if version in self._derived:
+            return self._derived[version]
+        canonical = self.canonical
+        if version == self.table.reference:
+            self._derived[version] = canonical
+            return canonical
+        self.repo.git.checkout("-q", "-B", f"release-{version}", self.base)
+        self._bases[version] = self._commit_release_file(version)
+        out = []
+        for applied in canonical:
+            mapped = map_patch((self.series.root / PATCH_DIR / applied.patch).read_bytes())
+            try:
+                if mapped:
+                    self._git_apply(mapped, check=True)
+                    self._git_apply(mapped)
+                self.repo.git.commit("-q", "--allow-empty", "-m", applied.patch)
+                how = "clean"
+            except git.GitCommandError:
+                self.repo.git.reset("-q", "--hard")
+                how = self._cherry_pick(version, applied)
+            out.append(Applied(applied.patch, how, self.repo.head.commit.hexsha, applied.message))
+        self._derived[version] = out
+        return out
+
+    def _cherry_pick(self, version: str, applied: Applied) -> str:
+        try:
+            self.repo.git.cherry_pick("--allow-empty", "--keep-redundant-commits", applied.commit)
+            return "3-way"
+        except git.GitCommandError:
+            pass
+        unmerged = sorted({p for p, _ in self.repo.index.unmerged_blobs().items()})
+        resolutions_file = RESOLUTIONS.relative_to(REPO_ROOT) / f"{Path(applied.patch).stem}.toml"
+        resolutions = self.resolutions(applied.patch, version)
+        for path in unmerged:
+            text = (self.root / path).read_text()
+            resolved = resolve(text, resolutions, path)
+            if resolved is None:
+                missing = [c for c in conflicts(text) if c.sha256 not in {r["conflict_sha256"] for r in resolutions}]
+                self.repo.git.cherry_pick("--abort")
+                where = missing[0].where() if missing else "a conflict git could not mark (binary or rename)"
+                raise ReleaseError(
+                    f"sglang {version}: patches/{applied.patch} conflicts in {path} at {where}: "
+                    f"no resolution for it in {resolutions_file} (conflict_sha256 = "
+                    f"\"{missing[0].sha256 if missing else '-'}\"); resolve it by hand and record the text there"
+                )
+            (self.root / path).write_text(resolved)
+            self.repo.git.add(path)
+        self.repo.git.commit("-q", "--allow-empty", "--no-edit")
+        return "resolved"
+
+    def resolutions(self, patch: str, version: str) -> list[dict]:
+        path = self.series.root / PATCH_DIR / "releases" / f"{Path(patch).stem}.toml"
+        if not path.exists():
+            return []
+        return [r for r in tomllib.loads(path.read_text()).get("resolution", []) if version in r["releases"]]
+
+    def files(self, commit: str) -> Files:
+        """The series-touched tree at `commit`: python/sglang/srt/layers/attention/... -> bytes."""
+        tree = self.repo.commit(commit).tree / UPSTREAM_DIR
+        return {b.path: b.data_stream.read() for b in tree.traverse() if b.type == "blob"}
+
+    def base_commit(self, version: str) -> str:
+        """The commit holding the release's unpatched file."""
+        self.derive(version)
+        return self._bases[version]
+
+    def diff(self, version: str, index: int) -> str:
+        """The release's derived patch `index` (0-based) as a diff against the previous state."""
+        series = self.derive(version)
+        before = self.base_commit(version) if index == 0 else series[index - 1].commit
+        return self.repo.git.diff(before, series[index].commit, "--no-color", "--no-ext-diff", strip_newline_in_stdout=False)
+
+
+def _last_line(e: git.GitCommandError) -> str:
+    return (str(e.stderr).strip().splitlines() or ["?"])[-1].strip()

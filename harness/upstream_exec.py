@@ -1,0 +1,345 @@
+"""Run a release's REAL nsa_backend.py (from its wheel, optionally patched) against stand-ins.
+
+The file (and any file the series adds next to it, e.g. nsa/target_verify_metadata.py) is written
+to build/upstream/<version>-<digest>/ and imported as a package of its own, so its relative imports
+resolve to the series' files. Its absolute imports of sglang and of GPU-only libraries go through
+an `__import__` installed in that package's modules' `__builtins__` (nothing is put in
+sys.modules under those names, so releases load side by side in one process):
+
+- WHEEL_DEFINITIONS: where semantics matter, the names are the wheel's OWN code, cut out of the
+  same wheel's module with `ast` (with the module-level names they need) and exec'd;
+- ENVIRONMENT: facts about the machine the metadata path asks sglang (not HIP; CUDA only if
+  torch sees a GPU; attention TP size 1), and, without a GPU, the device capability of the H100 the
+  series targets (0.5.9's __init__ reads it);
+- everything else is an Inert stand-in that raises, naming itself, if the metadata path uses it.
+
+`load_release(...)` returns an object shaped like the stub module (NativeSparseAttnBackend,
+ForwardMode, build_model_runner, SpecInput), so harness.runner.GraphRunner drives it unchanged.
+"""
+
+from __future__ import annotations
+
+import __future__
+import ast
+import builtins
+import hashlib
+import importlib.abc
+import importlib.util
+import importlib.machinery
+import os
+import re
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import torch
+
+from .loader import REPO_ROOT
+from .releases import UPSTREAM_DIR, ReleaseError, fetch_wheel
+from .series import Files, write_tree
+
+BUILD = REPO_ROOT / "build" / "upstream"
+
+# Imports with these roots never reach the real import system: sglang itself, and libraries that
+# only exist on GPU machines. (Discovered by running every release; extend when one needs more.)
+STANDIN_ROOTS = ("sglang", "sgl_kernel", "deep_gemm", "flash_mla", "flashinfer", "aiter", "tilelang", "transformers")
+
+# module -> names taken from the wheel's own source. Discovered per release by running it: a name
+# the metadata path needs that is missing here fails with StandinError naming it.
+WHEEL_DEFINITIONS = {
+    "sglang.srt.model_executor.forward_batch_info": ("ForwardMode",),
+    "sglang.srt.configs.model_config": ("is_deepseek_nsa", "get_nsa_index_topk"),
+    "sglang.srt.environ": ("envs",),
+    "sglang.srt.layers.attention.base_attn_backend": ("AttentionBackend",),
+    "sglang.srt.layers.attention.nsa.nsa_indexer": ("BaseIndexerMetadata",),
+    "sglang.srt.layers.attention.nsa.utils": ("compute_nsa_seqlens", "compute_cu_seqlens"),
+    "sglang.srt.layers.attention.nsa.nsa_backend_mtp_precompute": (
+        "NativeSparseAttnBackendMTPPrecomputeMixin",
+        "PrecomputedMetadata",
+        "compute_cu_seqlens",
+    ),
+}
+
+
+def _device_capability(device=None) -> tuple[int, int]:
+    return (9, 0)  # the H100 the series targets: no SM100 workspace, no Blackwell-only branch
+
+
+# (module, name) -> value: the machine, as the metadata path asks sglang about it.
+ENVIRONMENT = {
+    ("sglang.srt.utils", "is_hip"): lambda: False,
+    ("sglang.srt.utils", "is_cuda"): torch.cuda.is_available,
+    ("sglang.srt.utils", "is_npu"): lambda: False,
+    ("sglang.srt.utils", "is_blackwell"): lambda: False,
+    ("sglang.srt.utils", "get_device_sm"): lambda: 90,
+    ("sglang.srt.layers.dp_attention", "get_attention_tp_size"): lambda: 1,
+}
+
+
+class StandinError(RuntimeError):
+    """The real file used an sglang object the harness only stands in for."""
+
+
+class Inert:
+    """An sglang (or GPU library) object the metadata path must not use; using it says so."""
+
+    def __init__(self, qualname: str, version: str):
+        object.__setattr__(self, "_qualname", qualname)
+        object.__setattr__(self, "_version", version)
+
+    def _refuse(self, what: str):
+        raise StandinError(
+            f"sglang {self._version}'s metadata path {what} {self._qualname}, an inert stand-in: give it "
+            "the wheel's own code (WHEEL_DEFINITIONS) or a value (ENVIRONMENT) in harness/upstream_exec.py"
+        )
+
+    def __call__(self, *args, **kwargs):
+        self._refuse("called")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._refuse(f"read .{name} of")
+
+    def __bool__(self):
+        self._refuse("tested the truth of")
+
+    def __mro_entries__(self, bases):
+        self._refuse("subclassed")
+
+    def __repr__(self):
+        return f"<inert stand-in {self._qualname}>"
+
+
+def _bound_names(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+    return {n.id for t in targets if t is not None for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _used_names(node: ast.stmt) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def cut_definitions(source: str, names: tuple[str, ...]) -> tuple[ast.Module, bool] | None:
+    """The module-level statements defining `names` plus those they need (imports included)."""
+    tree = ast.parse(source)
+    defines: dict[str, list[int]] = {}
+    for i, node in enumerate(tree.body):
+        for name in _bound_names(node):
+            defines.setdefault(name, []).append(i)
+    wanted = [n for n in names if n in defines]
+    if not wanted:
+        return None
+    keep, todo = set(), list(wanted)
+    while todo:
+        for i in defines.get(todo.pop(), ()):
+            if i not in keep:
+                keep.add(i)
+                todo.extend(_used_names(tree.body[i]) & defines.keys())
+    future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)
+    body = [n for i, n in enumerate(tree.body) if i in keep and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+    return ast.Module(body=body, type_ignores=[]), future
+
+
+class ReleaseEnvironment:
+    """The stand-in sglang of one release: its wheel's definitions, the machine's facts, inert rest."""
+
+    def __init__(self, version: str):
+        self.version = version
+        self.wheel = zipfile.ZipFile(fetch_wheel(version))
+        self.wheel_names = set(self.wheel.namelist())
+        self._modules: dict[str, ModuleType] = {}
+        self._defined: dict[str, dict] = {}
+        self.builtins = dict(vars(builtins), __import__=self.import_)
+        self.torch = torch if torch.cuda.is_available() else _torch_with_capability()
+
+    def _source_path(self, module: str) -> str | None:
+        base = module.replace(".", "/")
+        for path in (f"{base}.py", f"{base}/__init__.py"):
+            if path in self.wheel_names:
+                return path
+        return None
+
+    def _is_package(self, module: str) -> bool:
+        prefix = module.replace(".", "/") + "/"
+        return any(n.startswith(prefix) for n in self.wheel_names)
+
+    def module(self, name: str) -> ModuleType:
+        if name not in self._modules:
+            env = self
+
+            class StandinModule(ModuleType):
+                def __getattr__(self, attr):
+                    if attr.startswith("__"):
+                        raise AttributeError(attr)
+                    return env.value(name, attr)
+
+            self._modules[name] = StandinModule(name, f"stand-in of sglang {self.version}'s {name}")
+        return self._modules[name]
+
+    def value(self, module: str, attr: str):
+        if (module, attr) in ENVIRONMENT:
+            return ENVIRONMENT[(module, attr)]
+        if attr in WHEEL_DEFINITIONS.get(module, ()):
+            defined = self._wheel_definitions(module)
+            if attr in defined:
+                return defined[attr]
+        if module.split(".")[0] in ("sglang",) and self._is_package(f"{module}.{attr}"):
+            return self.module(f"{module}.{attr}")
+        value = Inert(f"{module}.{attr}", self.version)
+        setattr(self.module(module), attr, value)  # one object per name, like a real module
+        return value
+
+    def _wheel_definitions(self, module: str) -> dict:
+        if module not in self._defined:
+            path = self._source_path(module)
+            cut = cut_definitions(self.wheel.read(path).decode(), WHEEL_DEFINITIONS[module]) if path else None
+            # A real module in sys.modules under a private name: dataclasses look their class's
+            # module up there. The name cannot collide with an installed sglang.
+            holder = ModuleType(f"nsa_wheel_{self.version.replace('.', '_')}.{module}")
+            holder.__dict__["__builtins__"] = self.builtins
+            sys.modules[holder.__name__] = holder
+            if cut:
+                tree, future = cut
+                flags = __future__.annotations.compiler_flag if future else 0
+                code = compile(tree, f"{self.wheel.filename}!{path}", "exec", flags=flags, dont_inherit=True)
+                exec(code, holder.__dict__)
+            self._defined[module] = holder.__dict__
+        return self._defined[module]
+
+    def import_(self, name, globals=None, locals=None, fromlist=(), level=0):
+        """`__import__` for the real file's modules: sglang and GPU libraries become stand-ins."""
+        if level == 0 and name.split(".")[0] in STANDIN_ROOTS:
+            if fromlist:
+                return self.module(name)
+            return self.module(name.split(".")[0])
+        if level == 0 and name == "torch":
+            return self.torch
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+def _torch_with_capability() -> ModuleType:
+    """torch, except torch.cuda.get_device_capability answers for an H100 (CPU machines only)."""
+
+    class Cuda(ModuleType):
+        def __getattr__(self, attr):
+            return _device_capability if attr == "get_device_capability" else getattr(torch.cuda, attr)
+
+    class Torch(ModuleType):
+        def __getattr__(self, attr):
+            return cuda if attr == "cuda" else getattr(torch, attr)
+
+    cuda = Cuda("torch.cuda")
+    return Torch("torch")
+
+
+class _SeriesPackageFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules of one built package and execs them with the release's stand-in imports."""
+
+    def __init__(self, package: str, directory: Path, env: ReleaseEnvironment):
+        self.package, self.directory, self.env = package, directory, env
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.package:
+            return importlib.util.spec_from_file_location(
+                fullname, self.directory / "__init__.py",
+                loader=_StandinLoader(fullname, str(self.directory / "__init__.py"), self.env),
+                submodule_search_locations=[str(self.directory)],
+            )
+        if not fullname.startswith(self.package + "."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            spec.loader = _StandinLoader(fullname, spec.origin, self.env)
+        return spec
+
+
+class _StandinLoader(importlib.machinery.SourceFileLoader):
+    def __init__(self, fullname: str, path: str, env: ReleaseEnvironment):
+        super().__init__(fullname, path)
+        self.env = env
+
+    def exec_module(self, module):
+        module.__dict__["__builtins__"] = self.env.builtins
+        super().exec_module(module)
+
+
+class _StrictNamespace(SimpleNamespace):
+    """A model-runner part whose missing attribute says which release reads it and where to add it."""
+
+    def __init__(self, path: str, version: str, **kwargs):
+        super().__init__(**kwargs)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_version", version)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise StandinError(
+            f"sglang {self._version}'s NativeSparseAttnBackend reads {self._path}.{name}, which the model "
+            f"runner stand-in lacks: add \"{self._path.removeprefix('model_runner.')}.{name}\" = <value> "
+            f"to that release's model_runner in patches/releases.toml"
+        )
+
+
+def _strict(obj, path: str, version: str):
+    if not isinstance(obj, SimpleNamespace):
+        return obj
+    return _StrictNamespace(path, version, **{k: _strict(v, f"{path}.{k}", version) for k, v in vars(obj).items()})
+
+
+def model_runner_builder(stub: ModuleType, version: str, extra: dict):
+    """The stub's build_model_runner (0.5.6's attributes) plus the release's own, strict on the rest."""
+
+    def build_model_runner(**kwargs):
+        runner = _strict(stub.build_model_runner(**kwargs), "model_runner", version)
+        for dotted, value in extra.items():
+            *parents, leaf = dotted.split(".")
+            target = runner
+            for i, part in enumerate(parents):
+                if part not in vars(target):
+                    setattr(target, part, _StrictNamespace(".".join(["model_runner", *parents[: i + 1]]), version))
+                target = vars(target)[part]
+            if isinstance(value, str) and value.startswith("torch."):  # TOML has no dtypes
+                value = getattr(torch, value.removeprefix("torch."))
+            setattr(target, leaf, value)
+        return runner
+
+    return build_model_runner
+
+
+def load_release(version: str, files: Files, stub: ModuleType, model_runner: dict, label: str) -> SimpleNamespace:
+    """The real nsa_backend.py of `version` as in `files` (python/sglang/... paths), ready for GraphRunner."""
+    digest = hashlib.sha256(b"".join(k.encode() + b"\0" + v for k, v in sorted(files.items()))).hexdigest()[:12]
+    folder = BUILD / f"{version}-{digest}"
+    if not folder.exists():  # written aside then renamed: a crash never leaves half a build
+        staging = folder.with_name(f".{folder.name}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        prefix = UPSTREAM_DIR + "/"
+        write_tree(staging, {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)})
+        (staging / "__init__.py").write_text(f"# sglang {version} {UPSTREAM_DIR}, as built by harness.upstream_exec\n")
+        try:
+            staging.rename(folder)
+        except OSError:  # another process won the race with identical content
+            shutil.rmtree(staging, ignore_errors=True)
+    package = "nsa_upstream_" + re.sub(r"\W", "_", f"{version}_{label}_{digest}")
+    if package not in sys.modules:
+        env = ReleaseEnvironment(version)
+        sys.meta_path.insert(0, _SeriesPackageFinder(package, folder, env))
+    backend = importlib.import_module(f"{package}.nsa_backend")
+    forward_mode = backend.ForwardMode
+    return SimpleNamespace(
+        __name__=backend.__name__,
+        __file__=backend.__file__,
+        module=backend,
+        NativeSparseAttnBackend=backend.NativeSparseAttnBackend,
+        ForwardMode=forward_mode,
+        build_model_runner=model_runner_builder(stub, version, model_runner),
+        SpecInput=stub.SpecInput,
+    )
