@@ -1,21 +1,15 @@
 """Fixtures of the benchmark suite: device, stage modules, peers, the card's copy bandwidth."""
 
-import os
-import platform
-
 import pytest
-import torch
 
-GPU = torch.cuda.is_available() and os.environ.get("NSA_DEVICE", "cuda") != "cpu"
-if not GPU:
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+from harness.env import triton_device
 
-import triton  # noqa: E402
+DEVICE = triton_device()  # before triton is imported
+GPU = DEVICE == "cuda"
 
+from bench.machine import environment as describe  # noqa: E402
 from bench.peers import empty_launch, load_upstream_peer  # noqa: E402
-from harness.loader import load_built  # noqa: E402
-
-DEVICE = "cuda" if GPU else "cpu"
+from harness import stages  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -25,23 +19,13 @@ def device() -> str:
 
 @pytest.fixture(scope="session")
 def stage_modules() -> dict:
-    """Stages in series order. With NSA_USE_BUILD (GPU machines, no git) from `make bench-prepare`'s build."""
-    if os.environ.get("NSA_USE_BUILD"):
-        return load_built()
-    from harness import stages
-
+    """Stages in series order (from the prepared build with NSA_USE_BUILD, see harness.stages)."""
     return {name: stages.load(name) for name in stages.names()}
 
 
 @pytest.fixture(scope="session")
 def environment() -> dict:
-    return {
-        "card": torch.cuda.get_device_name() if GPU else f"CPU ({platform.processor() or platform.machine()})",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "python": platform.python_version(),
-        "comparable": GPU,  # CPU timings run Triton through its interpreter: counts only
-    }
+    return {**describe(DEVICE), "comparable": GPU}  # CPU timings run Triton through its interpreter: counts only
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +33,9 @@ def copy_bandwidth() -> float | None:
     """Bytes read + written per second by a large device-to-device copy, measured in this run."""
     if not GPU:
         return None
-    from bench.timing import device_us
+    from bench.timing import copy_bandwidth
 
-    src = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    return 2 * src.numel() / (device_us(lambda: dst.copy_(src), 20) * 1e-6)
+    return copy_bandwidth()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,10 @@
 """What a GPU run checks beside timings: bit-exact verdicts, device syncs, the upstream peer's verdict.
 
-    python3 -m bench.gpu_verdicts reports/<machine>/verdicts.json     (after `python -m harness build`)
+    python3 -m bench.gpu_verdicts reports/<machine>/verdicts.json
+    (on a GPU machine without git: NSA_USE_BUILD=1, after `python -m harness build` here)
+
+On a CPU machine only the stage verdicts are computed (Triton through its interpreter); `make report`
+runs this where a machine's verdicts.json is missing. Checks:
 
 - every stage against baseline over the harness's scenario matrix, whole buffers, on the GPU;
 - each stage's replay under torch.cuda.set_sync_debug_mode("error");
@@ -12,49 +16,38 @@
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from pathlib import Path
 
-import torch
-import triton
+from harness.env import triton_device
 
-from bench.peers import load_upstream_peer, upstream_call
-from harness.compare import captured_state, first_mismatch
-from harness.loader import load_built
-from harness.runner import Batch
-from harness.scenarios import Scenario, matrix
+DEVICE = triton_device()  # before triton is imported
 
+import torch  # noqa: E402
 
-def stage_verdicts(modules) -> list[dict]:
-    rows = []
-    for scenario in matrix():
-        ref = scenario.runner(modules["baseline"], "cuda")
-        others = {n: scenario.runner(m, "cuda") for n, m in modules.items() if n != "baseline"}
-        bad = {}
-        for i, batch in enumerate(scenario.batches("cuda")):
-            ref.replay(batch)
-            state = captured_state(ref.backend)
-            for name, runner in others.items():
-                runner.replay(batch)
-                if name not in bad and (m := first_mismatch(state, captured_state(runner.backend))):
-                    bad[name] = f"replay {i}: {m}"
-        rows += [{"stage": n, "scenario": scenario.name, "exact": n not in bad, "mismatch": bad.get(n)} for n in others]
-    return rows
+from bench.inputs import Config, prepared_runner  # noqa: E402
+from bench.machine import environment  # noqa: E402
+from bench.peers import load_upstream_peer, upstream_call  # noqa: E402
+from harness import stages  # noqa: E402
+from harness.compare import captured_state, first_mismatch  # noqa: E402
+from harness.scenarios import Scenario, matrix  # noqa: E402
+from harness.verify import compare_stage  # noqa: E402
 
 
-def sync_check(modules, bs=8) -> dict:
+def stage_verdicts() -> list[dict]:
+    return [compare_stage(stage, scenario, DEVICE).as_dict() for stage in stages.patched() for scenario in matrix()]
+
+
+def sync_check() -> dict:
+    """Each stage's replay under torch.cuda.set_sync_debug_mode("error")."""
+    config = Config(bs=8, D=4, page_size=64, maxlen=1004, context_len=4096, spread=False)
     out = {}
-    for name, module in modules.items():
-        sc = Scenario(num_draft_tokens=4, page_size=64, index_topk=2048, context_len=4096, capture_bs=(bs,))
-        runner = sc.runner(module, "cuda")
-        batch = Batch(torch.arange(bs, dtype=torch.int32, device="cuda"), torch.full((bs,), 1000, dtype=torch.int32, device="cuda"))
-        runner.replay(batch)
-        runner.prepare(batch)
+    for name in stages.names():
+        runner = prepared_runner(stages.load(name), config, "cuda")
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            runner.replay_metadata(bs)
+            runner.replay_metadata(config.bs)
             out[name] = "no device sync"
         except RuntimeError as e:
             out[name] = f"syncs: {str(e).splitlines()[0]}"
@@ -80,13 +73,14 @@ def valid_only_equal(ref, got, bs: int, draft: int) -> bool:
     return True
 
 
-def peer_verdicts(peer, modules) -> list[dict]:
+def peer_verdicts(peer) -> list[dict]:
     rows = []
     for draft in (2, 4):
         for ps in (1, 64):
             sc = Scenario(num_draft_tokens=draft, page_size=ps, index_topk=2048, context_len=4096, capture_bs=(4, 8),
                           replays=6, seed=draft * 10 + ps)
-            ref, got = sc.runner(modules["baseline"], "cuda"), sc.runner(modules["baseline"], "cuda")
+            baseline = stages.load(stages.BASELINE)
+            ref, got = sc.runner(baseline, "cuda"), sc.runner(baseline, "cuda")
             whole = valid = None
             for i, batch in enumerate(sc.batches("cuda")):
                 bs = ref.replay(batch)
@@ -102,21 +96,26 @@ def peer_verdicts(peer, modules) -> list[dict]:
 
 
 def main(out_path: str) -> None:
-    modules = load_built()
-    env = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-           "python": platform.python_version()}
+    env = environment(DEVICE)
     print(env, flush=True)
-    result = {"env": env, "stages": stage_verdicts(modules)}
+    result = {"env": env, "stages": stage_verdicts()}
     print(f"stage verdicts: {sum(v['exact'] for v in result['stages'])}/{len(result['stages'])} bit-exact", flush=True)
-    result["sync"] = sync_check(modules)
+    if DEVICE != "cuda":
+        write_json(out_path, result)
+        return
+    result["sync"] = sync_check()
     print("sync:", result["sync"], flush=True)
     peer, note = load_upstream_peer()
     result["peer_note"] = note
-    result["peer"] = peer_verdicts(peer, modules) if peer else []
+    result["peer"] = peer_verdicts(peer) if peer else []
     for row in result["peer"]:
         print("peer:", row, flush=True)
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_path).write_text(json.dumps(result, indent=1) + "\n")
+    write_json(out_path, result)
+
+
+def write_json(path: str, result: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
-"""Issue 5 on a GPU: target-verify metadata recorded inside a CUDA graph, bit-exact, and what it costs.
+"""The final stage's target-verify metadata recorded inside a CUDA graph: bit-exact, and what it costs (GPU).
 
     python3 -m bench.graph_demo OUT.json          (after `python -m harness build`; NSA_USE_BUILD=1)
 
-1. For each captured bs, one torch.cuda.CUDAGraph holds the `graph` stage's metadata launch
+1. For each captured bs, one torch.cuda.CUDAGraph holds the final stage's metadata launch
    (backend.record_target_verify_metadata) and a small consumer that reads page_table_1,
    real_page_table and nsa_cache_seqlens_int32. Replays with new lengths and pool indices written
    into the static inputs are checked, buffer by buffer, against eager baseline replays.
 2. Host µs per step: the graph runner's input copies, the backend replay call and replay(), against
-   the eager repeat-audit step (copies, replay call with its launch, replay of a consumer-only graph)
-   and an empty Triton launch.
-3. Kernel-only GPU µs of the static grid against repeat-audit's host-sized grid, at 4k-length and
-   full-length batches in a 128k-context buffer (the static grid must not cost more than 1.25x).
+   the previous stage's eager step (copies, replay call with its launch, replay of a consumer-only
+   graph) and an empty Triton launch.
+3. Kernel-only GPU µs of the final stage's launch against the previous stage's, at 4k-length and
+   full-length batches in a 128k-context buffer.
 """
 
 from __future__ import annotations
@@ -18,45 +18,24 @@ from __future__ import annotations
 import json
 import sys
 
-import torch
-import triton
-import triton.testing
+from harness.env import triton_device
 
-from bench.peers import empty_launch
-from bench.timing import host_us
-from harness.compare import captured_state, first_mismatch
-from harness.loader import load_built
-from harness.runner import Batch
-from harness.scenarios import Scenario
+triton_device()  # before triton is imported
+
+import torch  # noqa: E402
+
+from bench.machine import environment  # noqa: E402
+from bench.peers import empty_launch  # noqa: E402
+from bench.timing import captured_launch, host_us, kernel_us  # noqa: E402
+from harness import stages  # noqa: E402
+from harness.compare import captured_state, first_mismatch  # noqa: E402
+from harness.cuda_graph import capture, consumer, warm_launches  # noqa: E402
+from harness.runner import Batch  # noqa: E402
+from harness.scenarios import Scenario  # noqa: E402
 
 CONTEXT = 131072 + 64
 CAPTURE_BS = (1, 8, 32, 128)
 DRAFT, PAGE, TOPK = 4, 64, 2048
-
-
-def consumer(md) -> torch.Tensor:
-    """Stands in for the model: reads the three buffers the attention kernels read."""
-    return (
-        md.page_table_1[:, :64].sum(dtype=torch.int64)
-        + md.real_page_table[:, :2].sum(dtype=torch.int64)
-        + md.nsa_cache_seqlens_int32.sum(dtype=torch.int64)
-    )
-
-
-def capture(runner, bs: int, with_metadata: bool):
-    md = runner.backend.decode_cuda_graph_metadata[bs]
-    out = torch.zeros((), dtype=torch.int64, device="cuda")
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # the consumer's warm-up, off the capture (the kernel is warmed apart)
-        out.copy_(consumer(md))
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        if with_metadata:
-            runner.backend.record_target_verify_metadata(bs)
-        out.copy_(consumer(md))
-    return graph, out
 
 
 def batches(scenario: Scenario, n: int, maxlen: int):
@@ -70,18 +49,17 @@ def batches(scenario: Scenario, n: int, maxlen: int):
 
 
 def main(out_path: str) -> None:
-    modules = load_built()
-    result = {"env": {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}}
+    recorded, eager_stage = stages.final(), stages.previous(stages.final())
+    result = {
+        "env": environment("cuda"),
+        "stages": {"recorded": recorded, "eager": eager_stage},
+        "config": {"capture_bs": list(CAPTURE_BS), "draft": DRAFT, "page_size": PAGE, "context_len": CONTEXT},
+    }
     scenario = Scenario(num_draft_tokens=DRAFT, page_size=PAGE, index_topk=TOPK, context_len=CONTEXT,
                         capture_bs=CAPTURE_BS, pool_size=160, seed=3)
-    ref = scenario.runner(modules["baseline"], "cuda")
-    # Compile every launch before capture, on a scratch runner: a warm-up on graph_runner itself
-    # would write buffers that the baseline never wrote.
-    scratch = scenario.runner(modules["graph"], "cuda")
-    for bs in CAPTURE_BS:
-        scratch.backend.target_verify_launches[bs](*scratch.backend.target_verify_launches[bs].static_inputs)
-    del scratch
-    graph_runner = scenario.runner(modules["graph"], "cuda")
+    ref = scenario.runner(stages.load(stages.BASELINE), "cuda")
+    warm_launches(stages.load(recorded), scenario)
+    graph_runner = scenario.runner(stages.load(recorded), "cuda")
     graphs = {bs: capture(graph_runner, bs, with_metadata=True) for bs in CAPTURE_BS}
 
     # 1. bit-exact, replay by replay, every buffer of every captured graph
@@ -103,7 +81,7 @@ def main(out_path: str) -> None:
     print("in-graph replays:", result["bit_exact"], flush=True)
 
     # 2. host time per step at each captured bs (4k lengths)
-    eager = scenario.runner(modules["repeat-audit"], "cuda")
+    eager = scenario.runner(stages.load(eager_stage), "cuda")
     eager_graphs = {bs: capture(eager, bs, with_metadata=False) for bs in CAPTURE_BS}
     empty = empty_launch("cuda")
     empty()
@@ -141,25 +119,28 @@ def main(out_path: str) -> None:
             copy_inputs(graph_runner)
 
         row = {"bs": bs, "input_copies_us": host_us(copies_only, 300), "in_graph_step_us": host_us(in_graph_step, 300),
-               "copies_and_replay_us": host_us(copies_and_replay, 300), "eager_repeat_audit_step_us": host_us(eager_step, 300),
+               "copies_and_replay_us": host_us(copies_and_replay, 300), "eager_step_us": host_us(eager_step, 300),
                "empty_launch_us": host_us(empty, 300)}
         rows.append(row)
         print(row, flush=True)
     result["host"] = rows
 
-    # 3. kernel-only GPU time: static grid vs host-sized grid, 128k-context buffer
+    # 3. kernel-only GPU time of each stage's bare launch, as its eager replay issues it
+    unrecorded = scenario.runner(stages.load(recorded), "cuda")
     kern = []
     for bs in (1, 32, 128):
         for maxlen in (4096, CONTEXT):
             lens = torch.full((bs,), maxlen - DRAFT, dtype=torch.int32, device="cuda")
             batch = Batch(torch.arange(bs, dtype=torch.int32, device="cuda"), lens)
-            graph_runner.prepare(batch)
-            eager.prepare(batch)
-            static = graph_runner.backend.target_verify_launches[bs]
-            sized = eager.backend.target_verify_launches[bs]
-            g_us = triton.testing.do_bench(lambda: static(*static.static_inputs), return_mode="median") * 1e3
-            e_us = triton.testing.do_bench(lambda: sized(lens, batch.req_pool_indices, maxlen), return_mode="median") * 1e3
-            row = {"bs": bs, "maxlen": maxlen, "static_grid": static.grid, "static_us": g_us, "eager_us": e_us, "ratio": g_us / e_us}
+            launches = {}
+            for name, runner in ((recorded, unrecorded), (eager_stage, eager)):
+                runner.prepare(batch)
+                launches[name] = captured_launch(lambda runner=runner: runner.replay_metadata(bs))
+            (jit, args, kwargs), (e_jit, e_args, e_kwargs) = launches[recorded], launches[eager_stage]
+            g_us = kernel_us(lambda: jit.run(*args, **kwargs))
+            e_us = kernel_us(lambda: e_jit.run(*e_args, **e_kwargs))
+            row = {"bs": bs, "maxlen": maxlen, "static_grid": list(kwargs["grid"]), "static_us": g_us, "eager_us": e_us,
+                   "ratio": g_us / e_us}
             kern.append(row)
             print(row, flush=True)
     result["kernel"] = kern

@@ -31,20 +31,36 @@ def host_us(fn, repeats: int = 400) -> float:
     return statistics.median(samples)
 
 
-def launch_arguments(jit_fn, call) -> tuple[tuple, dict]:
-    """The arguments `call()` passes to `jit_fn`'s launcher, to replay the bare `jit_fn.run(...)`."""
-    seen = {}
-    cls = type(jit_fn)
-    real_run = cls.run
+def kernel_us(fn) -> float:
+    """GPU time of `fn` alone (triton.testing.do_bench median), for kernel-only comparisons."""
+    import triton.testing
+
+    return triton.testing.do_bench(fn, return_mode="median") * 1e3
+
+
+def copy_bandwidth() -> float:
+    """Bytes read + written per second by a 256 MiB device-to-device copy: the memory floor's yardstick."""
+    src = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    return 2 * src.numel() / (kernel_us(lambda: dst.copy_(src)) * 1e-6)
+
+
+def captured_launch(call):
+    """The one Triton launch `call()` makes, as (jit_fn, args, kwargs): `jit_fn.run(*args, **kwargs)` repeats it bare."""
+    from triton.runtime.jit import JITFunction
+
+    seen = []
+    real_run = JITFunction.run
 
     def spy(self, *args, **kwargs):
-        if self is jit_fn:
-            seen["args"], seen["kwargs"] = args, kwargs
+        seen.append((self, args, kwargs))
         return real_run(self, *args, **kwargs)
 
-    cls.run = spy
+    JITFunction.run = spy
     try:
         call()
     finally:
-        cls.run = real_run
-    return seen["args"], seen["kwargs"]
+        JITFunction.run = real_run
+    if len(seen) != 1:
+        raise RuntimeError(f"expected one Triton launch, the call made {len(seen)}")
+    return seen[0]

@@ -12,9 +12,9 @@ import json
 import os
 import sys
 
-# Triton reads this at import: CPU runs go through its interpreter.
-if not os.environ.get("TRITON_INTERPRET") and os.environ.get("NSA_DEVICE", "cpu") == "cpu":
-    os.environ["TRITON_INTERPRET"] = "1"
+from .env import triton_device
+
+triton_device("cpu")  # before triton is imported: the CLI runs on CPU unless NSA_DEVICE=cuda
 
 from . import stages  # noqa: E402
 from .runner import ReplayInputError  # noqa: E402

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = REPO_ROOT / "build" / "stages"
+INDEX = BUILD_DIR / "index.json"
 
 
 def import_stub(package: str, directory: Path) -> ModuleType:
@@ -24,14 +27,16 @@ def import_stub(package: str, directory: Path) -> ModuleType:
     return importlib.import_module(f"{package}.nsa_backend")
 
 
-INDEX = BUILD_DIR / "index.json"
-
-
-def load_built() -> dict[str, ModuleType]:
-    """Every stage from the build `python -m harness build` left (for machines without git)."""
-    import json
-
+def built_index() -> dict[str, str]:
+    """Stage name -> stub folder under build/stages, in series order, as `python -m harness build` left it."""
     if not INDEX.exists():
         raise FileNotFoundError(f"{INDEX} is missing: run `python -m harness build` (make bench-prepare) first")
-    index = json.loads(INDEX.read_text())
-    return {name: import_stub(f"built_stage_{i}", BUILD_DIR / rel) for i, (name, rel) in enumerate(index.items())}
+    return json.loads(INDEX.read_text())
+
+
+def load_built(name: str) -> ModuleType:
+    """One stage from the prepared build (for machines without git)."""
+    index = built_index()
+    if name not in index:
+        raise KeyError(f"stage '{name}' is not in {INDEX}: choose one of {', '.join(index)}, or rebuild")
+    return import_stub("nsa_built_" + re.sub(r"\W", "_", index[name]), BUILD_DIR / index[name])

@@ -1,12 +1,10 @@
-import os
-
 import pytest
-import torch
+
+from harness.env import triton_device
 
 # Without a GPU the Triton stages run on CPU tensors through the interpreter; it must be set
 # before triton is imported.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+triton_device()
 
 _WORKTREE_WARNING = pytest.StashKey[str]()
 

@@ -10,7 +10,7 @@ from harness.upstream import pin
 
 @pytest.fixture(scope="module")
 def baseline():
-    return stages.load("baseline")
+    return stages.load(stages.BASELINE)
 
 
 def test_capture_shapes_for_target_verify(baseline):

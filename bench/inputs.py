@@ -1,0 +1,60 @@
+"""Benchmark inputs: one target-verify batch shape, and a stage's runner made ready to replay it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+from harness.runner import Batch, GraphRunner
+from harness.scenarios import Scenario
+
+
+@dataclass(frozen=True)
+class Config:
+    bs: int
+    D: int
+    page_size: int
+    maxlen: int  # max_seqlen_k of the batch: the longest request is maxlen - D long
+    context_len: int = 65536 + 64  # 4k batches also replay inside a 64k-context buffer
+    spread: bool = True  # lengths spread over [maxlen / 2, maxlen - D]; else every request maxlen - D
+    topk: int = 2048
+
+    @property
+    def id(self) -> str:
+        return f"bs{self.bs}-D{self.D}-ps{self.page_size}-len{self.maxlen}"
+
+    def bytes_moved(self) -> int:
+        """Fewest bytes a replay must move: each source row read once, every output written once."""
+        rows = self.bs * self.D
+        pages = -(-self.maxlen // self.page_size) if self.page_size > 1 else 0
+        return 4 * (self.bs * self.maxlen + rows * self.maxlen + rows * pages + 4 * rows + 2 * self.bs)
+
+    def floor_us(self, copy_bandwidth: float) -> float:
+        """The memory floor: bytes_moved() at the card's device-to-device copy bandwidth (bytes/s)."""
+        return self.bytes_moved() / copy_bandwidth * 1e6
+
+    def scenario(self) -> Scenario:
+        return Scenario(num_draft_tokens=self.D, page_size=self.page_size, index_topk=self.topk,
+                        context_len=self.context_len, capture_bs=(self.bs,), pool_size=self.bs + 8, seed=self.bs)
+
+    def batch(self, device: str) -> Batch:
+        g = torch.Generator().manual_seed(self.bs * 7 + self.D)
+        longest = self.maxlen - self.D
+        if self.spread:
+            lens = torch.randint(self.maxlen // 2, longest + 1, (self.bs,), generator=g, dtype=torch.int32)
+            lens[0] = longest
+        else:
+            lens = torch.full((self.bs,), longest, dtype=torch.int32)
+        pool = torch.randperm(self.bs + 8, generator=g)[: self.bs].to(torch.int32)
+        return Batch(pool.to(device), lens.to(device))
+
+
+def prepared_runner(module: ModuleType, config: Config, device: str) -> GraphRunner:
+    """`module`'s runner with `config`'s batch replayed once (compiled, caches warm) and prepared again."""
+    runner = config.scenario().runner(module, device)
+    batch = config.batch(device)
+    runner.replay(batch)
+    runner.prepare(batch)
+    return runner

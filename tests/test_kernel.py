@@ -1,0 +1,220 @@
+"""The launch object the series ships (the final stage's), alone, against a plain-torch reference.
+
+In the style of sglang's metadata kernel tests: an eager reference computes every buffer from the
+same starting contents, and whole buffers are compared exactly (values, dtype, shape, stride),
+so index 0 of the cumsum buffers and the columns past max_seqlen_k must keep what was there.
+On CPU, Triton runs through its interpreter (tests/conftest.py); on a GPU machine, compiled on the GPU.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from harness import stages
+from harness.env import triton_device
+
+DEVICE = triton_device()
+
+OUTPUTS = ("cache_seqlens_int32", "cu_seqlens_k", "nsa_seqlens_expanded", "nsa_cache_seqlens_int32",
+           "nsa_cu_seqlens_k", "page_table_1", "real_page_table")
+SEQ_LEN_FILL = 1  # what the graph runner writes into padded slots (get_cuda_graph_seq_len_fill_value)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return stages.kernel_module(stages.final())
+
+
+def captured(bs, draft, page_size, width, seed=0):
+    """The buffers of one captured NSAMetadata, filled with noise that the launch must leave alone."""
+    g = torch.Generator().manual_seed(seed)
+    rows = bs * draft
+
+    def noise(*shape):
+        return torch.randint(-99, 99, shape, generator=g, dtype=torch.int32).to(DEVICE)
+
+    table = noise(rows, width)
+    return SimpleNamespace(
+        page_size=page_size,
+        cache_seqlens_int32=noise(bs),
+        cu_seqlens_k=noise(bs + 1),
+        nsa_seqlens_expanded=noise(rows),
+        nsa_cache_seqlens_int32=noise(rows),
+        nsa_cu_seqlens_k=noise(rows + 1),
+        page_table_1=table,
+        real_page_table=noise(rows, -(-width // page_size)) if page_size > 1 else table,  # aliased, as upstream
+    )
+
+
+def reference(md, req_to_token, draft, topk, seq_lens, req_pool_indices) -> dict[str, torch.Tensor]:
+    """Plain torch, eager: every output buffer after one target-verify replay."""
+    out = {name: getattr(md, name).clone() for name in OUTPUTS}
+    if md.page_size == 1:
+        out["real_page_table"] = out["page_table_1"]
+    seq = seq_lens.to(torch.int32)
+    bs, rows, width = seq.shape[0], seq.shape[0] * draft, md.page_table_1.shape[1]
+    expanded = (seq[:, None] + torch.arange(1, draft + 1, dtype=torch.int32, device=seq.device)).flatten()
+    clamped = expanded.clamp(max=topk)
+    out["cache_seqlens_int32"][:] = seq + draft
+    out["cu_seqlens_k"][1:] = torch.cumsum(seq + draft, 0)
+    out["nsa_seqlens_expanded"][:] = expanded
+    out["nsa_cache_seqlens_int32"][:] = clamped
+    out["nsa_cu_seqlens_k"][1:] = torch.cumsum(clamped, 0)
+    max_seqlen_k = min(int(seq.max()) + draft, width)
+    tokens = req_to_token[req_pool_indices.long(), :max_seqlen_k].repeat_interleave(draft, 0)
+    out["page_table_1"][:rows, :max_seqlen_k] = tokens
+    if md.page_size > 1:
+        pages = -(-max_seqlen_k // md.page_size)
+        out["real_page_table"][:rows, :pages] = torch.div(tokens[:, :: md.page_size], md.page_size, rounding_mode="floor")
+    return out
+
+
+def assert_buffers_equal(md, expected: dict[str, torch.Tensor]) -> None:
+    for name in OUTPUTS:
+        torch.testing.assert_close(getattr(md, name), expected[name], rtol=0, atol=0, check_stride=True, msg=name)
+    if md.page_size == 1:
+        assert md.real_page_table is md.page_table_1
+
+
+def batch(bs, draft, width, pool_rows, seed, dtype=torch.int32, padded=0):
+    """Lengths up to exactly the width (the longest request fills the table), the last `padded` slots as the
+    graph runner pads them (seq_len = fill value, stale pool indices)."""
+    g = torch.Generator().manual_seed(seed)
+    seq_lens = torch.randint(1, width - draft + 1, (bs,), generator=g)
+    seq_lens[0] = width - draft
+    if padded:
+        seq_lens[bs - padded:] = SEQ_LEN_FILL
+    pool = torch.randint(-pool_rows, pool_rows, (bs,), generator=g)  # negatives count from the end
+    return seq_lens.to(DEVICE, dtype), pool.to(DEVICE, dtype)
+
+
+@pytest.mark.parametrize(
+    "bs, draft, page_size, width, topk, padded, dtype",
+    [
+        (1, 1, 64, 320, 48, 0, torch.int32),
+        (5, 3, 1, 17, 4096, 0, torch.int64),  # odd width below one 16-column body
+        (5, 3, 64, 333, 40, 0, torch.int32),  # odd width, partial last page
+        (3, 5, 16, 1025, 500, 0, torch.int64),  # one column past a column block
+        (7, 7, 64, 1000, 48, 0, torch.int32),
+        (4, 8, 1, 256, 4096, 2, torch.int32),  # padded batch: two slots of fill value
+        (8, 2, 64, 320, 48, 7, torch.int64),  # all but one slot padding
+        (64, 2, 64, 10_000, 2048, 0, torch.int32),  # more column blocks than column programs: each program strides
+        (1, 4, 64, 131_072 + 64, 2048, 0, torch.int64),  # a very wide table: 128k context
+        (200, 16, 1, 64, 4096, 3, torch.int32),  # long drafts, a batch scanned in chunks
+    ],
+)
+def test_launch_matches_plain_torch(kernel, bs, draft, page_size, width, topk, padded, dtype):
+    md = captured(bs, draft, page_size, width, seed=bs + draft)
+    g = torch.Generator().manual_seed(width)
+    req_to_token = torch.randint(-(1 << 20), 1 << 20, (bs + 3, width), generator=g, dtype=torch.int32).to(DEVICE)  # floor
+    seq_lens, pool = batch(bs, draft, width, bs + 3, seed=draft, dtype=dtype, padded=padded)
+    launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, topk, torch.ones_like(seq_lens),
+                                               torch.zeros_like(pool))
+    expected = reference(md, req_to_token, draft, topk, seq_lens, pool)
+    launch(seq_lens, pool)
+    assert_buffers_equal(md, expected)
+
+
+def test_shorter_replay_keeps_the_longer_ones_columns(kernel):
+    bs, draft, width = 4, 3, 700
+    md = captured(bs, draft, 64, width)
+    req_to_token = torch.randint(0, 1 << 20, (8, width), dtype=torch.int32, generator=torch.Generator().manual_seed(1))
+    req_to_token = req_to_token.to(DEVICE)
+    launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, *_inputs(bs))
+    for longest in (width - draft, 100, 5):
+        seq_lens = torch.full((bs,), longest, dtype=torch.int32, device=DEVICE)
+        pool = torch.randperm(8)[:bs].to(DEVICE, torch.int32)
+        expected = reference(md, req_to_token, draft, 48, seq_lens, pool)
+        launch(seq_lens, pool)
+        assert_buffers_equal(md, expected)
+
+
+def test_record_launches_on_the_static_inputs(kernel):
+    bs, draft, width = 3, 2, 320
+    md = captured(bs, draft, 64, width)
+    req_to_token = torch.arange(6 * width, dtype=torch.int32, device=DEVICE).view(6, width)
+    seq_lens, pool = _inputs(bs)
+    launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, seq_lens, pool)
+    seq_lens.copy_(torch.tensor([40, 318, 7]))  # the graph runner refreshes the bound inputs in place
+    pool.copy_(torch.tensor([5, 0, 2]))
+    expected = reference(md, req_to_token, draft, 48, seq_lens, pool)
+    launch.record()
+    assert launch.recorded
+    assert_buffers_equal(md, expected)
+
+
+def _inputs(bs=2, dtype=torch.int32):
+    return torch.full((bs,), 10, dtype=dtype, device=DEVICE), torch.zeros(bs, dtype=dtype, device=DEVICE)
+
+
+def _zeros(*shape, dtype=torch.int32, device=DEVICE):
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def _non_unit_stride(rows, cols):
+    return _zeros(cols, rows).t()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(num_draft_tokens=0), "num_draft_tokens must be >= 1"),
+        (dict(page_size=48), "page_size must be a power of two"),
+        (dict(page_size=0), "page_size must be a power of two"),
+        (dict(page_size=2048), "page_size must be a power of two <= 1024"),
+        (dict(page_size=1), "real_page_table must be page_table_1"),
+        (dict(cache_seqlens_int32=_zeros(2, dtype=torch.int64)), "cache_seqlens_int32 must be an int32 tensor"),
+        (dict(cu_seqlens_k=_zeros(2)), "cu_seqlens_k must be .* shape at least \\(3,\\)"),
+        (dict(nsa_seqlens_expanded=_zeros(5)), "nsa_seqlens_expanded must be .* at least \\(6,\\)"),
+        (dict(nsa_cache_seqlens_int32=_zeros(6, dtype=torch.float32)), "nsa_cache_seqlens_int32 must be an int32"),
+        (dict(nsa_cu_seqlens_k=_zeros(6)), "nsa_cu_seqlens_k must be .* shape at least \\(7,\\)"),
+        (dict(page_table_1=_zeros(6, 320, device="meta")), f"page_table_1 must be an int32 tensor on {DEVICE}"),
+        (dict(page_table_1=_non_unit_stride(6, 320)), "page_table_1 must be .* unit last stride"),
+        (dict(real_page_table=_zeros(6, 4)), "real_page_table must be .* shape at least \\(6, 5\\)"),
+        (dict(req_to_token=_zeros(4, 100)), "req_to_token must be .* shape at least \\(1, 320\\)"),
+        (dict(seq_lens=_zeros(2, dtype=torch.float32)), "seq_lens must be int32 or int64"),
+        (dict(req_pool_indices=_zeros(3)), "req_pool_indices must be .* of shape \\(2,\\)"),
+    ],
+)
+def test_capture_refuses(kernel, change, message):
+    md = captured(bs=2, draft=3, page_size=64, width=320)
+    draft = change.pop("num_draft_tokens", 3)
+    req_to_token = change.pop("req_to_token", _zeros(4, 320))
+    seq_lens, pool = _inputs()
+    seq_lens, pool = change.pop("seq_lens", seq_lens), change.pop("req_pool_indices", pool)
+    for name, value in change.items():
+        setattr(md, name, value)
+    with pytest.raises(ValueError, match=message):
+        kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, seq_lens, pool)
+
+
+@pytest.mark.parametrize(
+    "seq_lens, pool, message",
+    [
+        (torch.full((2,), 10.0, device=DEVICE), _zeros(2), "seq_lens must be int32 or int64"),
+        (torch.full((3,), 10, device=DEVICE), _zeros(2), "seq_lens must be .* of shape \\(2,\\)"),
+        (torch.full((2, 1), 10, device=DEVICE), _zeros(2), "seq_lens must be .* of shape \\(2,\\)"),
+        (torch.full((2,), 10, device=DEVICE), _zeros(2, dtype=torch.float32), "req_pool_indices must be int32 or int64"),
+        (torch.full((2,), 10, device="meta"), _zeros(2), f"seq_lens must be contiguous on {DEVICE}"),
+        (torch.full((4,), 10, device=DEVICE)[::2], _zeros(2), f"seq_lens must be contiguous on {DEVICE}"),
+        (torch.full((2,), 10, device=DEVICE), _zeros(2, 2)[:, 0], "req_pool_indices must be contiguous"),
+    ],
+)
+def test_replay_refuses_without_writing(kernel, seq_lens, pool, message):
+    md = captured(bs=2, draft=3, page_size=64, width=320)
+    before = {name: getattr(md, name).clone() for name in OUTPUTS}
+    launch = kernel.TargetVerifyMetadataLaunch(md, _zeros(4, 320) + 1, 3, 48, *_inputs())
+    with pytest.raises(ValueError, match=message):
+        launch(seq_lens, pool)
+    assert_buffers_equal(md, before)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="checked on CPU only: on CUDA the check would sync every replay")
+def test_replay_refuses_a_pool_index_outside_req_to_token(kernel):
+    md = captured(bs=2, draft=3, page_size=64, width=320)
+    before = {name: getattr(md, name).clone() for name in OUTPUTS}
+    launch = kernel.TargetVerifyMetadataLaunch(md, _zeros(4, 320), 3, 48, *_inputs())
+    with pytest.raises(IndexError, match="req_pool_indices\\[1\\] = 4 is out of bounds"):
+        launch(_inputs()[0], torch.tensor([-4, 4], dtype=torch.int32))
+    assert_buffers_equal(md, before)
