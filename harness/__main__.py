@@ -63,7 +63,7 @@ def verify_plan(series: Series, requested: list[str]) -> tuple[list[str], list[s
         warnings = [f"WARNING: {note}"] if note and stages.WORKTREE not in requested else []
         return requested, warnings, False
     reachable, _, broken = series.reachable()
-    names = [s for s in reachable if s != "baseline"]
+    names = [s for s in reachable if s != stages.BASELINE]
     warnings = [f"WARNING: {broken}"] if broken else []
     if note:
         names.append(stages.WORKTREE)

@@ -65,19 +65,15 @@ class Outcome:
         return self.caught_by is not None
 
 
-def _final() -> str:
-    return stages.names()[-1]
-
-
 def load_mutant(mutation: Mutation, series: Series | None = None):
     """The final stage with `mutation` applied to its kernel, imported as a module of its own."""
     series = series or Series()
-    files = series.materialize(_final())
+    files = series.materialize(stages.final())
     kernel = files[KERNEL].decode()
     if kernel.count(mutation.original) != 1:
         raise SeriesError(
             f"mutation '{mutation.name}': {mutation.original!r} occurs {kernel.count(mutation.original)} "
-            f"times in {KERNEL} at stage '{_final()}', not once: update harness/mutations.py"
+            f"times in {KERNEL} at stage '{stages.final()}', not once: update harness/mutations.py"
         )
     files[KERNEL] = kernel.replace(mutation.original, mutation.mutant).encode()
     digest = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(files.items()))).hexdigest()[:12]
@@ -92,7 +88,7 @@ def load_mutant(mutation: Mutation, series: Series | None = None):
 
 def _check_in_process(mutation: Mutation, device: str) -> Outcome:
     mutant = load_mutant(mutation)
-    baseline = stages.load("baseline")
+    baseline = stages.load(stages.BASELINE)
     # Small captured batches first: the edge profiles then come before the slow bs-256 scenarios.
     for scenario in sorted(matrix(), key=lambda s: max(s.capture_bs)):
         try:

@@ -33,13 +33,13 @@ WORKTREE = "worktree"
 KERNEL_MODULES = (".nsa.target_verify_metadata", ".nsa_target_verify_metadata")
 
 
-def _use_build() -> bool:
+def use_build() -> bool:
     return bool(os.environ.get("NSA_USE_BUILD"))
 
 
 def names() -> list[str]:
     """Stage names in series order, BASELINE first."""
-    if _use_build():
+    if use_build():
         return list(built_index())
     from .series import Series
 
@@ -114,7 +114,7 @@ def _replay_lines(module: ModuleType, mode: str) -> tuple[str, ...]:
 
 def load(name: str, series=None) -> ModuleType:
     """The stub's nsa_backend module at stage `name` (or the working tree's for WORKTREE)."""
-    if _use_build() and name != WORKTREE:
+    if use_build() and name != WORKTREE:
         return load_built(name)
     from .series import STUB_DIR, Series, write_tree
 

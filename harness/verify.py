@@ -29,7 +29,7 @@ class Verdict:
         return {**asdict(self), "exact": self.exact, "mismatch": str(self.mismatch) if self.mismatch else None}
 
 
-def compare_stage(stage: str, scenario: Scenario, device="cpu", reference: str = "baseline") -> Verdict:
+def compare_stage(stage: str, scenario: Scenario, device="cpu", reference: str = stages.BASELINE) -> Verdict:
     """Replay `scenario` on `reference` and `stage` in lockstep; stop at the first differing buffer."""
     return compare_modules(stages.load(reference), stages.load(stage), scenario, device, label=stage)
 

@@ -17,9 +17,9 @@ from harness.runner import Batch, ReplayInputError
 from harness.scenarios import Scenario
 
 SCENARIO = Scenario(num_draft_tokens=3, page_size=64, index_topk=48, capture_bs=(2, 4))
-PATCHED = stages.names()[1:]
-# quickwin keeps upstream's statement order, which writes cache_seqlens before the gather raises.
-WRITES_NOTHING_ON_BAD_INDEX = PATCHED[1:]
+# The first patched stage (quickwin) keeps upstream's statement order, which writes cache_seqlens
+# before the gather raises; from the next stage on the gather comes first.
+WRITES_NOTHING_ON_BAD_INDEX = stages.patched()[1:]
 
 
 def _snapshot(runner) -> dict:
@@ -60,10 +60,10 @@ def test_pool_index_past_req_to_token_raises_index_error(stage):
         assert first_mismatch(before, _snapshot(runner)) is None
 
 
-@pytest.mark.parametrize("stage", PATCHED)
+@pytest.mark.parametrize("stage", stages.patched())
 @pytest.mark.parametrize("pool", [[-1, 3], [5, -SCENARIO.pool_size]])
 def test_negative_pool_index_wraps_as_torch_indexing(stage, pool):
-    ref, got = SCENARIO.runner(stages.load("baseline")), SCENARIO.runner(stages.load(stage))
+    ref, got = SCENARIO.runner(stages.load(stages.BASELINE)), SCENARIO.runner(stages.load(stage))
     for runner in (ref, got):
         runner.replay(_batch([0, 1], [SCENARIO.context_len - 3] * 2))  # long first: stale columns
         runner.copy_inputs(_batch(pool, [70, 129]), 2)
