@@ -86,7 +86,7 @@ def cmd_verify(args):
             verdicts.append(v)
             if not args.json:
                 print(f"{stage:>13}  {scenario.name:<40} {'bit-exact' if v.exact else 'DIFFERS':>9}"
-                      f"  {v.replays} replays" + (f"  replay {v.at_replay}: {v.mismatch}" if v.mismatch else ""),
+                      f"  {v.replays} replays" + ("" if v.exact else f"  {v.describe()}"),
                       flush=True)
     if args.json:
         print(json.dumps([v.as_dict() for v in verdicts], indent=2))

@@ -108,8 +108,8 @@ def _compiles(files: dict[str, bytes]) -> str | None:
 
 def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bool = False) -> ReleaseResult:
     """Derive, compile, load and replay one release; every scenario on every prefix in lockstep."""
-    from .compare import captured_state, first_mismatch
     from .upstream_exec import StandinError, load_release
+    from .verify import compare_lockstep
 
     result = ReleaseResult(version)
     try:
@@ -144,43 +144,20 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
     reference, peers = modules[0], modules[1:] + [stub]
 
     for scenario in scenarios:
+        live = {cell.patch: module for cell, module in zip(compared, peers) if module is not None and not cell.failure}
         try:
-            ref = scenario.runner(reference)
+            verdicts = compare_lockstep(reference, live, scenario)
         except Exception as e:  # the unpatched real file itself: nothing to compare against
             result.error = f"sglang {version} unpatched, {scenario.name}: {type(e).__name__}: {e}"
             return result
-        runners = {}
-        for cell, module in zip(compared, peers):
-            if module is None or cell.failure:
-                continue
-            cell.scenarios += 1
-            try:
-                runners[cell.patch] = scenario.runner(module)
-            except Exception as e:
-                cell.failure = f"{scenario.name} capture: {type(e).__name__}: {e}"
-        live = dict(runners)
-
-        def compare(at: str) -> None:
-            for patch, runner in list(live.items()):
-                mismatch = first_mismatch(captured_state(ref.backend), captured_state(runner.backend))
-                if mismatch:
-                    cell = next(c for c in compared if c.patch == patch)
-                    cell.failure = f"{scenario.name} {at}: {mismatch}"
-                    del live[patch]
-
-        compare("after capture")
-        for i, batch in enumerate(scenario.batches()):
-            ref.replay(batch)
-            for patch, runner in list(live.items()):
-                try:
-                    runner.replay(batch)
-                except Exception as e:
-                    cell = next(c for c in compared if c.patch == patch)
-                    cell.failure = f"{scenario.name} replay {i}: {type(e).__name__}: {e}"
-                    del live[patch]
-            compare(f"replay {i}")
-        for patch in live:
-            next(c for c in compared if c.patch == patch).exact += 1
+        for cell in compared:
+            if cell.patch in verdicts:
+                cell.scenarios += 1
+                verdict = verdicts[cell.patch]
+                if verdict.exact:
+                    cell.exact += 1
+                else:
+                    cell.failure = f"{scenario.name} {verdict.describe()}"
     if trace:
         result.code_path = trace_code_path(reference, scenarios)
     return result

@@ -30,7 +30,7 @@ def test_final_stage_reads_no_host_lengths():
 @pytest.mark.parametrize("stage", stages.patched())
 def test_stage_bit_exact(stage, scenario):
     verdict = compare_stage(stage, scenario)
-    assert verdict.exact, f"{stage} {scenario.name} replay {verdict.at_replay}: {verdict.mismatch}"
+    assert verdict.exact, f"{stage} {scenario.name} {verdict.describe()}"
     assert verdict.replays == scenario.replays
 
 
@@ -66,7 +66,7 @@ def test_stage_bit_exact_fuzz(
         seed=seed,
     )
     verdict = compare_stage(stage, scenario)
-    assert verdict.exact, f"{scenario}: replay {verdict.at_replay}: {verdict.mismatch}"
+    assert verdict.exact, f"{scenario}: {verdict.describe()}"
 
 
 def test_comparison_reports_first_differing_index():

@@ -5,6 +5,7 @@ virtualenv, every target must start by creating it. (.ci/run runs the README's u
 `make apply-quickwin && make test`, for real on CI's fresh clone.)
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -29,22 +30,27 @@ def fresh_clone(tmp_path_factory):
     return root
 
 
+def _dry_run(*args, cwd) -> subprocess.CompletedProcess:
+    """`make -n`, as a user's shell runs it: not as a sub-make of `make test` (which would print
+    "Entering directory" and pass its own flags down)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(["make", "-n", *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
 @pytest.mark.parametrize("target", _targets())
 def test_target_brings_up_the_venv_first(fresh_clone, target):
-    out = subprocess.run(["make", "-n", target], cwd=fresh_clone, capture_output=True, text=True)
+    out = _dry_run(target, cwd=fresh_clone)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "python3 -m venv .venv", out.stdout
 
 
 @pytest.mark.parametrize("stage", stages.names())
 def test_apply_reaches_the_harness_for_every_stage(fresh_clone, stage):
-    out = subprocess.run(["make", "-n", f"apply-{stage}"], cwd=fresh_clone, capture_output=True, text=True)
+    out = _dry_run(f"apply-{stage}", cwd=fresh_clone)
     assert f".venv/bin/python -m harness apply {stage}" in out.stdout.splitlines()
 
 
 def test_upstream_check_and_export_take_one_version(fresh_clone):
     for target in ("upstream-check", "export"):
-        out = subprocess.run(
-            ["make", "-n", target, "VERSION=0.5.7"], cwd=fresh_clone, capture_output=True, text=True
-        )
+        out = _dry_run(target, "VERSION=0.5.7", cwd=fresh_clone)
         assert f".venv/bin/python -m harness {target} --version 0.5.7" in out.stdout.splitlines()

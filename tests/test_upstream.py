@@ -20,7 +20,7 @@ import pytest
 
 from harness.releases import GIT_ENV, Derivation, ReleaseError, Table
 from harness.scenarios import matrix
-from harness.series import REPO_ROOT, STUB_DIR, Series
+from harness.series import REPO_ROOT, STUB_DIR, Series, write_tree
 from harness.upstream import run_matrix
 
 CI_SCENARIOS = ("tv-D3-ps64-ctx320", "tv-D4-ps1-ctx256", "dec-D3-ps64", "dx-D3-ps1")
@@ -101,7 +101,7 @@ def test_offline_missing_wheel_names_the_cache_folder(tmp_path):
 def synthetic_series(tmp_path: Path, edit) -> Series:
     """A repository holding the real stub and one patch made by `edit(stub text) -> new text`."""
     root = tmp_path / "repo"
-    shutil.copytree(REPO_ROOT / STUB_DIR, root / STUB_DIR, ignore=shutil.ignore_patterns("__pycache__"))
+    write_tree(root, Series().baseline)  # the committed stub: the working tree may sit at any stage
     (root / "patches").mkdir()
     shutil.copy(REPO_ROOT / "patches" / "releases.toml", root / "patches")
     repo = git.Repo.init(root)
