@@ -198,3 +198,62 @@ def test_export_of_unknown_version_writes_nothing(tmp_path):
     with pytest.raises(ReleaseError, match="0.4.9 is not in"):
         export(["0.5.6", "0.4.9"], out=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+# -- fuzz: the real files, hypothesis-drawn scenarios --------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from harness.scenarios import TOKEN_VALUES, Scenario  # noqa: E402
+from harness.upstream_exec import load_release  # noqa: E402
+from harness.verify import compare_lockstep  # noqa: E402
+
+# The oldest release, the reference and the newest: the three shapes of the replay the series meets.
+FUZZED_RELEASES = ("0.5.5", "0.5.6", "0.5.9")
+
+
+@pytest.fixture(scope="module")
+def release_modules():
+    """(unpatched, whole series) real modules per fuzzed release."""
+    from harness import stages
+
+    stub = stages.load(stages.BASELINE)
+    modules = {}
+    with Derivation(Series()) as derivation:
+        for version in FUZZED_RELEASES:
+            release = derivation.table.release(version)
+            applied = derivation.derive(version)
+            trees = (derivation.files(derivation.base_commit(version)), derivation.files(applied[-1].commit))
+            modules[version] = tuple(
+                load_release(version, tree, stub, release.model_runner, label)
+                for tree, label in zip(trees, ("unpatched", "series"))
+            )
+    return modules
+
+
+@pytest.mark.parametrize("version", FUZZED_RELEASES)
+@settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(
+    draft=st.integers(1, 16),
+    page_size=st.sampled_from([1, 64]),
+    topk=st.integers(1, 400),
+    context_len=st.integers(130, 400),
+    capture_bs=st.lists(st.integers(1, 12), min_size=1, max_size=4, unique=True),
+    dtype=st.sampled_from(["int32", "int64"]),
+    token_values=st.sampled_from(sorted(TOKEN_VALUES)),
+    lengths=st.sampled_from(["random", "page_boundaries"]),
+    seed=st.integers(0, 2**16),
+)
+def test_release_series_bit_exact_fuzz(
+    release_modules, version, draft, page_size, topk, context_len, capture_bs, dtype, token_values, lengths, seed
+):
+    unpatched, patched = release_modules[version]
+    scenario = Scenario(
+        num_draft_tokens=draft, page_size=page_size, index_topk=topk, context_len=context_len,
+        capture_bs=tuple(capture_bs), seq_lens_dtype=dtype, token_values=token_values, lengths=lengths,
+        replays=4, seed=seed,
+    )
+    verdict = compare_lockstep(unpatched, {"series": patched}, scenario)["series"]
+    assert verdict.exact, f"sglang {version}, {scenario}: {verdict.describe()}"
