@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import torch
 
@@ -58,3 +58,23 @@ def prepared_runner(module: ModuleType, config: Config, device: str) -> GraphRun
     runner.replay(batch)
     runner.prepare(batch)
     return runner
+
+
+def launch_buffers(bs: int, draft: int, page_size: int, width: int, device, tables=None) -> SimpleNamespace:
+    """The buffers of one captured NSAMetadata as the launch object reads them, zeroed: for timing the
+    bare launch. `tables` = (page_table, real_page_table) shares larger ones across batch sizes."""
+    rows = bs * draft
+    page_table, real_page_table = tables or (
+        torch.zeros(rows, width, dtype=torch.int32, device=device),
+        torch.zeros(rows, -(-width // page_size), dtype=torch.int32, device=device),
+    )
+    return SimpleNamespace(
+        page_size=page_size,
+        cache_seqlens_int32=torch.zeros(bs, dtype=torch.int32, device=device),
+        cu_seqlens_k=torch.zeros(bs + 1, dtype=torch.int32, device=device),
+        nsa_seqlens_expanded=torch.zeros(rows, dtype=torch.int32, device=device),
+        nsa_cache_seqlens_int32=torch.zeros(rows, dtype=torch.int32, device=device),
+        nsa_cu_seqlens_k=torch.zeros(rows + 1, dtype=torch.int32, device=device),
+        page_table_1=page_table[:rows],
+        real_page_table=real_page_table[:rows],
+    )

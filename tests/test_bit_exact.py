@@ -3,11 +3,11 @@
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from strategies import target_verify_scenarios
 
 from harness import stages
 from harness.compare import captured_state, first_mismatch
-from harness.scenarios import TOKEN_VALUES, Scenario, matrix
+from harness.scenarios import Scenario, matrix
 from harness.verify import compare_stage
 
 
@@ -39,32 +39,8 @@ def test_stage_bit_exact(stage, scenario):
 # top of the named matrix, which holds the edges (long drafts, big batches, page boundaries, int32
 # limits) on purpose.
 @settings(max_examples=15, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    draft=st.integers(1, 16),
-    page_size=st.sampled_from([1, 64]),
-    topk=st.integers(1, 400),
-    context_len=st.integers(130, 400),
-    capture_bs=st.lists(st.integers(1, 12), min_size=1, max_size=4, unique=True),
-    dtype=st.sampled_from(["int32", "int64"]),
-    token_values=st.sampled_from(sorted(TOKEN_VALUES)),
-    lengths=st.sampled_from(["random", "page_boundaries"]),
-    seed=st.integers(0, 2**16),
-)
-def test_stage_bit_exact_fuzz(
-    stage, draft, page_size, topk, context_len, capture_bs, dtype, token_values, lengths, seed
-):
-    scenario = Scenario(
-        num_draft_tokens=draft,
-        page_size=page_size,
-        index_topk=topk,
-        context_len=context_len,
-        capture_bs=tuple(capture_bs),
-        seq_lens_dtype=dtype,
-        token_values=token_values,
-        lengths=lengths,
-        replays=5,
-        seed=seed,
-    )
+@given(scenario=target_verify_scenarios(replays=5))
+def test_stage_bit_exact_fuzz(stage, scenario):
     verdict = compare_stage(stage, scenario)
     assert verdict.exact, f"{scenario}: {verdict.describe()}"
 

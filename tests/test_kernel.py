@@ -53,7 +53,7 @@ def reference(md, req_to_token, draft, topk, seq_lens, req_pool_indices) -> dict
     if md.page_size == 1:
         out["real_page_table"] = out["page_table_1"]
     seq = seq_lens.to(torch.int32)
-    bs, rows, width = seq.shape[0], seq.shape[0] * draft, md.page_table_1.shape[1]
+    rows, width = seq.shape[0] * draft, md.page_table_1.shape[1]
     expanded = (seq[:, None] + torch.arange(1, draft + 1, dtype=torch.int32, device=seq.device)).flatten()
     clamped = expanded.clamp(max=topk)
     out["cache_seqlens_int32"][:] = seq + draft

@@ -203,9 +203,8 @@ def test_export_of_unknown_version_writes_nothing(tmp_path):
 # -- fuzz: the real files, hypothesis-drawn scenarios --------------------------------------------
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from strategies import target_verify_scenarios  # noqa: E402
 
-from harness.scenarios import TOKEN_VALUES, Scenario  # noqa: E402
 from harness.upstream_exec import load_release  # noqa: E402
 from harness.verify import compare_lockstep  # noqa: E402
 
@@ -235,25 +234,8 @@ def release_modules():
 @pytest.mark.parametrize("version", FUZZED_RELEASES)
 @settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])
-@given(
-    draft=st.integers(1, 16),
-    page_size=st.sampled_from([1, 64]),
-    topk=st.integers(1, 400),
-    context_len=st.integers(130, 400),
-    capture_bs=st.lists(st.integers(1, 12), min_size=1, max_size=4, unique=True),
-    dtype=st.sampled_from(["int32", "int64"]),
-    token_values=st.sampled_from(sorted(TOKEN_VALUES)),
-    lengths=st.sampled_from(["random", "page_boundaries"]),
-    seed=st.integers(0, 2**16),
-)
-def test_release_series_bit_exact_fuzz(
-    release_modules, version, draft, page_size, topk, context_len, capture_bs, dtype, token_values, lengths, seed
-):
+@given(scenario=target_verify_scenarios(replays=4))
+def test_release_series_bit_exact_fuzz(release_modules, version, scenario):
     unpatched, patched = release_modules[version]
-    scenario = Scenario(
-        num_draft_tokens=draft, page_size=page_size, index_topk=topk, context_len=context_len,
-        capture_bs=tuple(capture_bs), seq_lens_dtype=dtype, token_values=token_values, lengths=lengths,
-        replays=4, seed=seed,
-    )
     verdict = compare_lockstep(unpatched, {"series": patched}, scenario)["series"]
     assert verdict.exact, f"sglang {version}, {scenario}: {verdict.describe()}"

@@ -20,11 +20,12 @@ import importlib.util
 import json
 import statistics
 import sys
-from types import SimpleNamespace
 
 import torch
 import triton
 import triton.testing
+
+from bench.inputs import launch_buffers
 
 ROUNDS = 15
 D, PAGE, TOPK = 4, 64, 2048
@@ -36,20 +37,6 @@ def load(path: str, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def metadata(bs: int, width: int):
-    rows = bs * D
-    return SimpleNamespace(
-        page_size=PAGE,
-        cache_seqlens_int32=torch.zeros(bs, dtype=torch.int32, device="cuda"),
-        cu_seqlens_k=torch.zeros(bs + 1, dtype=torch.int32, device="cuda"),
-        nsa_seqlens_expanded=torch.zeros(rows, dtype=torch.int32, device="cuda"),
-        nsa_cache_seqlens_int32=torch.zeros(rows, dtype=torch.int32, device="cuda"),
-        nsa_cu_seqlens_k=torch.zeros(rows + 1, dtype=torch.int32, device="cuda"),
-        page_table_1=torch.zeros(rows, width, dtype=torch.int32, device="cuda"),
-        real_page_table=torch.zeros(rows, triton.cdiv(width, PAGE), dtype=torch.int32, device="cuda"),
-    )
 
 
 def quartiles(xs):
@@ -66,7 +53,7 @@ def main(before_path: str, after_path: str, out: str | None = None) -> None:
         pool = torch.randperm(bs + 8, device="cuda")[:bs].to(torch.int32)
         launches, outputs = {}, {}
         for name, kernel in kernels.items():
-            meta = metadata(bs, width)
+            meta = launch_buffers(bs, D, PAGE, width, "cuda")
             launches[name] = kernel.TargetVerifyMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
             launches[name](seq_lens, pool)
             outputs[name] = meta

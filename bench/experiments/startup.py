@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 
 # A capture list shaped like sglang's default cuda_graph_bs (small sizes one by one, then steps of
 # 8) up to 160; speculative runs usually cap it lower.
@@ -31,6 +30,7 @@ D, PAGE, TOPK, WIDTH = 4, 64, 2048, 163840
 def _one_start() -> dict:
     import torch
 
+    from bench.inputs import launch_buffers
     from harness import stages
 
     kernel = stages.kernel_module(stages.final())
@@ -39,17 +39,7 @@ def _one_start() -> dict:
     real = torch.zeros(max(CAPTURE_BS) * D, WIDTH // PAGE, dtype=torch.int32, device="cuda")
     per_bs, first_replay = {}, {}
     for bs in reversed(CAPTURE_BS):  # largest first, as sglang captures
-        rows = bs * D
-        meta = SimpleNamespace(
-            page_size=PAGE,
-            cache_seqlens_int32=torch.zeros(bs, dtype=torch.int32, device="cuda"),
-            cu_seqlens_k=torch.zeros(bs + 1, dtype=torch.int32, device="cuda"),
-            nsa_seqlens_expanded=torch.zeros(rows, dtype=torch.int32, device="cuda"),
-            nsa_cache_seqlens_int32=torch.zeros(rows, dtype=torch.int32, device="cuda"),
-            nsa_cu_seqlens_k=torch.zeros(rows + 1, dtype=torch.int32, device="cuda"),
-            page_table_1=table[:rows],
-            real_page_table=real[:rows],
-        )
+        meta = launch_buffers(bs, D, PAGE, WIDTH, "cuda", tables=(table, real))
         seq_lens = torch.ones(bs, dtype=torch.int32, device="cuda")
         pool = torch.zeros(bs, dtype=torch.int32, device="cuda")
         torch.cuda.synchronize()
