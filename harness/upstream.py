@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .lint import new_findings
 from .series import REPO_ROOT, STUB_DIR, Series, SeriesError
-from .releases import WHEEL_DIR, Derivation, ReleaseError, wheel_file
+from .releases import Derivation, ReleaseError, wheel_file
 
 PIN = REPO_ROOT / STUB_DIR / "UPSTREAM_PIN.toml"
 STUB_COLUMN = "stub"  # the column comparing the unpatched real file with the stub's baseline

@@ -37,7 +37,7 @@ from types import ModuleType, SimpleNamespace
 import torch
 
 from .loader import REPO_ROOT
-from .releases import UPSTREAM_DIR, ReleaseError, fetch_wheel
+from .releases import UPSTREAM_DIR, fetch_wheel
 from .series import Files, write_tree
 
 BUILD = REPO_ROOT / "build" / "upstream"
