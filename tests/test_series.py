@@ -348,12 +348,17 @@ def test_edit_refusal_advice_works_as_printed(repo, choice):
     assert Series(repo).apply("one").clean
 
 
+def break_patch_two(repo):
+    """Make patches/0002-two.patch stop applying (its context no longer matches stage 'one')."""
+    patch = repo / "patches/0002-two.patch"
+    patch.write_text(patch.read_text().replace("-y = 0", "-y = 9"))
+
+
 def test_broken_patch_blocks_only_the_stages_from_it_up(repo):
     add_patch_three(repo)
     s = Series(repo)
     s.apply("one")
-    patch = repo / "patches/0002-two.patch"
-    patch.write_text(patch.read_text().replace("-y = 0", "-y = 9"))
+    break_patch_two(repo)
     s = Series(repo)
     status = s.status()
     assert status == Status("one", broken=status.broken)
@@ -368,8 +373,7 @@ def test_broken_patch_blocks_only_the_stages_from_it_up(repo):
 def test_broken_patch_is_reauthored_by_its_advice(repo):
     add_patch_three(repo)
     s = Series(repo)
-    patch = repo / "patches/0002-two.patch"
-    patch.write_text(patch.read_text().replace("-y = 0", "-y = 9"))
+    break_patch_two(repo)
     with pytest.raises(SeriesError) as refusal:
         s.apply("two")
     status = run_advice(repo, advice(str(refusal.value), "python -m harness apply two --reauthor"))
@@ -380,7 +384,7 @@ def test_broken_patch_is_reauthored_by_its_advice(repo):
     (repo / STUB).write_text(V2)  # the change redone
     (repo / "vendor_stub/new.py").write_text("z = 3\n")
     assert run_advice(repo, advice(str(refusal.value), "make refresh")) == "refreshed patches/0002-two.patch"
-    assert patch.read_text().startswith("Subject: two\n---\ndiff --git ")
+    assert (repo / "patches/0002-two.patch").read_text().startswith("Subject: two\n---\ndiff --git ")
     s = Series(repo)
     assert s.status() == Status("two")
     assert s.apply("three").clean and s.unapply().clean and s.apply("two").clean
@@ -465,8 +469,7 @@ def test_verify_covers_unrefreshed_edits(repo):
 
 
 def test_verify_fails_on_a_patch_that_does_not_apply(repo):
-    patch = repo / "patches/0002-two.patch"
-    patch.write_text(patch.read_text().replace("-y = 0", "-y = 9"))
+    break_patch_two(repo)
     names, warnings, broken = verify_plan(Series(repo), [])
     assert names == ["one"] and broken and "0002-two.patch does not apply" in warnings[0]
 
@@ -532,8 +535,7 @@ def test_edits_on_a_stage_above_a_broken_patch_are_not_refreshed_into_a_lower_on
     add_patch_three(repo)
     s = Series(repo)
     s.apply("three")
-    patch = repo / "patches/0002-two.patch"
-    patch.write_text(patch.read_text().replace("-y = 0", "-y = 9"))
+    break_patch_two(repo)
     s = Series(repo)
     status = s.status()
     assert (status.stage, status.left_at) == ("one", "three")
