@@ -530,8 +530,8 @@ def test_harness_runs_from_a_subdirectory(project_copy):
 
 
 def test_edits_on_a_stage_above_a_broken_patch_are_not_refreshed_into_a_lower_one(repo):
-    # At 'two', patch one stops applying: the tree is nearest to 'baseline' but holds both patches'
-    # work; refreshing it into any patch would fold the others in.
+    # At 'three', patch two stops applying: the tree is nearest to 'one' but holds the work of
+    # patches two and three; refreshing it into any patch would fold the others in.
     add_patch_three(repo)
     s = Series(repo)
     s.apply("three")
