@@ -20,13 +20,18 @@ class Config:
     context_len: int = 65536 + 64  # 4k batches also replay inside a 64k-context buffer
     spread: bool = True  # lengths spread over [maxlen / 2, maxlen - D]; else every request maxlen - D
     topk: int = 2048
+    # Overrides `spread` when set: "equal" (every request maxlen - D), "uniform" (in [1, maxlen - D]),
+    # "one-long" (one request maxlen - D, the rest 1k-4k). The longest is maxlen - D in every profile.
+    profile: str | None = None
 
     @property
     def id(self) -> str:
-        return f"bs{self.bs}-D{self.D}-ps{self.page_size}-len{self.maxlen}"
+        base = f"bs{self.bs}-D{self.D}-ps{self.page_size}-len{self.maxlen}"
+        return base if self.profile is None else f"{base}-{self.profile}-w{self.context_len}"
 
     def bytes_moved(self) -> int:
-        """Fewest bytes a replay must move: each source row read once, every output written once."""
+        """Fewest bytes a replay with baseline's semantics must move: each source row read once, every
+        output written once, up to the batch's max_seqlen_k in every row (whatever the length profile)."""
         rows = self.bs * self.D
         pages = -(-self.maxlen // self.page_size) if self.page_size > 1 else 0
         return 4 * (self.bs * self.maxlen + rows * self.maxlen + rows * pages + 4 * rows + 2 * self.bs)
@@ -42,13 +47,32 @@ class Config:
     def batch(self, device: str) -> Batch:
         g = torch.Generator().manual_seed(self.bs * 7 + self.D)
         longest = self.maxlen - self.D
-        if self.spread:
+        if self.profile is not None:
+            lens = profile_lengths(self.profile, self.bs, longest, g)
+        elif self.spread:
             lens = torch.randint(self.maxlen // 2, longest + 1, (self.bs,), generator=g, dtype=torch.int32)
             lens[0] = longest
         else:
             lens = torch.full((self.bs,), longest, dtype=torch.int32)
         pool = torch.randperm(self.bs + 8, generator=g)[: self.bs].to(torch.int32)
         return Batch(pool.to(device), lens.to(device))
+
+
+PROFILES = ("equal", "uniform", "one-long")
+
+
+def profile_lengths(profile: str, bs: int, longest: int, g: torch.Generator) -> torch.Tensor:
+    """Request lengths (int32, CPU) of one profile, the first request `longest` long."""
+    if profile == "equal":
+        lens = torch.full((bs,), longest, dtype=torch.int32)
+    elif profile == "uniform":
+        lens = torch.randint(1, longest + 1, (bs,), generator=g, dtype=torch.int32)
+    elif profile == "one-long":
+        lens = torch.randint(min(1024, longest), min(4096, longest) + 1, (bs,), generator=g, dtype=torch.int32)
+    else:
+        raise ValueError(f"unknown length profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    lens[0] = longest
+    return lens
 
 
 def prepared_runner(module: ModuleType, config: Config, device: str) -> GraphRunner:
@@ -68,7 +92,7 @@ def launch_buffers(bs: int, draft: int, page_size: int, width: int, device, tabl
         torch.zeros(rows, width, dtype=torch.int32, device=device),
         torch.zeros(rows, -(-width // page_size), dtype=torch.int32, device=device),
     )
-    return SimpleNamespace(
+    buffers = SimpleNamespace(
         page_size=page_size,
         cache_seqlens_int32=torch.zeros(bs, dtype=torch.int32, device=device),
         cu_seqlens_k=torch.zeros(bs + 1, dtype=torch.int32, device=device),
@@ -78,3 +102,17 @@ def launch_buffers(bs: int, draft: int, page_size: int, width: int, device, tabl
         page_table_1=page_table[:rows],
         real_page_table=real_page_table[:rows],
     )
+    if page_size == 1:  # upstream aliases the two tables at page size 1: one object
+        buffers.real_page_table = buffers.page_table_1
+    return buffers
+
+
+def poison(buffers: SimpleNamespace, seed: int) -> SimpleNamespace:
+    """Fill every tensor of `buffers` with int32 noise from `seed`: the stale contents a replay must leave
+    alone where it writes nothing (two calls with one seed poison alike)."""
+    some = next(t for t in vars(buffers).values() if isinstance(t, torch.Tensor))
+    g = torch.Generator(device=some.device).manual_seed(seed)
+    for t in vars(buffers).values():
+        if isinstance(t, torch.Tensor):
+            t.copy_(torch.randint(-(1 << 30), 1 << 30, t.shape, generator=g, device=t.device, dtype=torch.int32))
+    return buffers

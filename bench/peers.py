@@ -31,11 +31,18 @@ def load_upstream_peer():
     return module.fused_dsa_target_verify_metadata, f"upstream peer: {Path(wheel).name}:{UPSTREAM_MODULE}"
 
 
-def upstream_call(peer, runner, bs: int, draft: int, page_size: int, topk: int):
-    """A closure calling upstream's kernel on `runner`'s captured buffers, as its replay would."""
+def upstream_call(peer, runner, bs: int, draft: int, page_size: int, topk: int, static_width: bool = False):
+    """A closure calling upstream's kernel on `runner`'s captured buffers.
+
+    static_width: max_seqlen_k = the page table's width, as 0.5.23 ships it (`_graph_page_table_width`);
+    else the batch's longest kv length, read on the host before the call (a max it does not compute).
+    """
     md = runner.backend.decode_cuda_graph_metadata[bs]
     seq_lens, pool = runner.seq_lens[:bs], runner.req_pool_indices[:bs]
-    max_seqlen_k = int(runner.seq_lens_cpu[:bs].max()) + draft
+    if static_width:
+        max_seqlen_k = md.page_table_1.shape[1]
+    else:
+        max_seqlen_k = int(runner.seq_lens_cpu[:bs].max()) + draft
 
     def call():
         peer(seq_lens, pool, runner.backend.req_to_token, md.cache_seqlens_int32, md.cu_seqlens_k,
@@ -48,6 +55,19 @@ def upstream_call(peer, runner, bs: int, draft: int, page_size: int, topk: int):
 @triton.jit
 def _empty_kernel(x):
     pass
+
+
+def nop_with_args(jit_fn):
+    """An empty kernel with `jit_fn`'s parameters (names, constexprs), as tritonbench's nop_with_args:
+    launched with the same arguments, it is the host floor of a generic launch of that signature."""
+    params = [f"{name}: tl.constexpr" if i in jit_fn.constexprs else name for i, name in enumerate(jit_fn.arg_names)]
+    path = Path(tempfile.mkdtemp(prefix="nop-with-args-")) / "nop_with_args.py"
+    path.write_text("import triton\nimport triton.language as tl\n\n\n@triton.jit\n"
+                    f"def nop_with_args({', '.join(params)}):\n    pass\n")
+    spec = importlib.util.spec_from_file_location(path.stem, path)  # Triton reads a kernel's source from its file
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.nop_with_args
 
 
 def empty_launch(device):

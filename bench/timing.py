@@ -31,6 +31,48 @@ def host_us(fn, repeats: int = 400) -> float:
     return statistics.median(samples)
 
 
+def spread(samples: list[float]) -> dict:
+    """Median and quartiles: {"us", "q1", "q3"}."""
+    q1, _, q3 = statistics.quantiles(samples, n=4)
+    return dict(us=statistics.median(samples), q1=q1, q3=q3)
+
+
+def _rotations(names: list, rounds: int):
+    """Round r calls every name once, starting at the r-th: drift and order effects hit all alike."""
+    for r in range(rounds):
+        k = r % len(names)
+        yield names[k:] + names[:k]
+
+
+def interleaved_host_us(calls: dict, rounds: int, warmup: int = 20) -> dict:
+    """Host wall time of one call of each of `calls` (name -> fn), the queue drained before each,
+    interleaved round by round: name -> spread() of the rounds."""
+    samples = {name: [] for name in calls}
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    for order in _rotations(list(calls), rounds):
+        for name in order:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter_ns()
+            calls[name]()
+            samples[name].append((time.perf_counter_ns() - t0) / 1e3)
+    torch.cuda.synchronize()
+    return {name: spread(xs) for name, xs in samples.items()}
+
+
+def interleaved_kernel_us(calls: dict, rounds: int, rep_ms: int = 25) -> dict:
+    """GPU time of each of `calls` (triton.testing.do_bench median per round), interleaved round by
+    round: name -> spread() of the rounds' medians."""
+    import triton.testing
+
+    samples = {name: [] for name in calls}
+    for order in _rotations(list(calls), rounds):
+        for name in order:
+            samples[name].append(triton.testing.do_bench(calls[name], warmup=5, rep=rep_ms, return_mode="median") * 1e3)
+    return {name: spread(xs) for name, xs in samples.items()}
+
+
 def kernel_us(fn) -> float:
     """GPU time of `fn` alone (triton.testing.do_bench median), for kernel-only comparisons."""
     import triton.testing

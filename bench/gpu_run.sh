@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every file reports/<machine>/ needs from one GPU run, in one command (issue 11 "Done when"):
+#
+#     bench/gpu_run.sh OUT_DIR
+#
+# Run from the repository root with the stages importable (here: a checkout with git; a machine
+# without git: `make bench-prepare` first, carry build/, and export NSA_USE_BUILD=1; the upstream
+# peer needs NSA_UPSTREAM_WHEEL). Each step is independent and has its own time limit: a failing
+# step is logged and the next one runs. The exit status is the number of failed steps. Writes at
+# most 7 files into OUT_DIR, no folders (the device machine returns 8 files, 2 folders deep).
+# GPU wall time: about 6-8 minutes on an H100, inside the 9-minute budget of the batch.
+set -u
+out=${1:?usage: bench/gpu_run.sh OUT_DIR}
+mkdir -p "$out"
+log="$out/gpu_run.log"
+failed=0
+
+step() {  # step SECONDS NAME COMMAND...
+    local limit=$1 name=$2
+    shift 2
+    echo "== $name ($(date -u +%T), limit ${limit}s): $*" | tee -a "$log"
+    local start=$SECONDS
+    if timeout "$limit" "$@" >>"$log" 2>&1; then
+        echo "== $name ok in $((SECONDS - start)) s" | tee -a "$log"
+    else
+        echo "== $name FAILED (status $?) after $((SECONDS - start)) s: see $log" | tee -a "$log"
+        failed=$((failed + 1))
+    fi
+}
+
+python3 -c 'import torch, triton; print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)' | tee -a "$log"
+step 120 verdicts      python3 -m bench.gpu_verdicts "$out/verdicts.json"
+step 180 record        python3 -m bench.record "$out/record.json"
+step 60  graph_demo    python3 -m bench.graph_demo "$out/graph_demo.json"
+step 60  startup       python3 -m bench.experiments.startup "$out/startup.json"
+step 30  bound_launch  python3 -m bench.experiments.bound_launch "$out/bound_launch.json"
+step 120 kernel_floor  python3 -m bench.experiments.kernel_floor "$out/kernel_floor.json"
+echo "== done: $failed step(s) failed" | tee -a "$log"
+exit "$failed"
