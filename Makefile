@@ -10,7 +10,7 @@ PY      := $(VENV)/bin/python
 STAGES  := baseline $(shell sed -e 's/\#.*//' patches/series | sed -n 's/^ *[0-9]*-\(.*\)\.patch *$$/\1/p')
 
 .PHONY: setup test status unapply refresh verify ops upstream-check upstream-report export bench bench-compare \
-	bench-smoke bench-prepare report $(addprefix apply-,$(STAGES))
+	bench-smoke bench-prepare bench-record bench-gpu report $(addprefix apply-,$(STAGES))
 
 setup: $(VENV)/.installed
 # The editable install makes `python -m harness` work from any directory of the checkout.
@@ -79,6 +79,17 @@ bench-compare: setup
 # Every benchmark body once, no timing: keeps the suite runnable (CI).
 bench-smoke: setup
 	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-disable
+
+# The benchmark of record (interleaved, like for like; what REPORT.md judges the targets on): one machine's
+# record.json. On CPU it runs two smoke inputs, host timings only, marked not comparable.
+bench-record: setup
+	$(PY) -m bench.record reports/$(MACHINE)/record.json
+
+# Every file reports/<machine>/ needs from one GPU run (about 9 minutes on an H100), into OUT (default
+# gpu-out/); copy them into reports/<machine>/ and run `make report`.
+OUT ?= gpu-out
+bench-gpu: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH bench/gpu_run.sh $(OUT)
 
 # Stages materialized for a machine without git (the GPU machine): carry build/ there.
 bench-prepare: setup

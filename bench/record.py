@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from bench.inputs import Config, prepared_runner  # noqa: E402
 from bench.peers import empty_launch, load_upstream_peer, nop_with_args, upstream_call  # noqa: E402
-from bench.timing import captured_launch, interleaved_host_us, interleaved_kernel_us  # noqa: E402
+from bench.timing import captured_launch, interleaved_host_us, interleaved_kernel_us, launch_kwargs  # noqa: E402
 from harness import stages  # noqa: E402
 
 WIDE, NARROW = 163840, 65600  # DeepSeek V3.2's 160k context; the 64k-context buffer of earlier runs
@@ -78,7 +78,7 @@ def measure(config: Config, final, peer, bandwidth: float | None) -> dict:
             "nop-1": empty_launch(DEVICE)}
     if gpu:  # the interpreter launches through another path: no JITFunction.run to capture
         jit_fn, args, kwargs = captured_launch(kernels["final"])
-        nop = nop_with_args(jit_fn)
+        nop, kwargs = nop_with_args(jit_fn), launch_kwargs(kwargs)
         host["nop-args"] = lambda: nop[launch.grid](*args, **kwargs)
     row = dict(id=config.id, bs=bs, D=config.D, page_size=config.page_size, maxlen=config.maxlen,
                width=config.context_len, profile=config.profile, bytes=config.bytes_moved(),
@@ -95,8 +95,6 @@ def main(out: str, *flags: str) -> None:
 
     smoke = "--smoke" in flags
     gpu = DEVICE == "cuda"
-    if not gpu:
-        torch.cuda.synchronize = lambda *a: None  # the interleaved host timer drains the queue; CPU has none
     final = stages.load(stages.final())
     peer, peer_note = load_upstream_peer()
     bandwidth = copy_bandwidth() if gpu else None

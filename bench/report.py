@@ -2,7 +2,8 @@
 
     python -m bench.report [MACHINE ...]      (default: every reports/<machine>/ holding a run)
 
-Data, read here and never computed: the machine's latest pytest-benchmark run
+Data, read here and never computed: the benchmark of record (reports/<machine>/record.json,
+`python -m bench.record`: every comparison and target), the machine's latest pytest-benchmark run
 (reports/<machine>/benchmarks/, `make bench`), verdicts.json (`python -m bench.gpu_verdicts`),
 graph_demo.json (`python -m bench.graph_demo`) and NOTES.md. For the machine this runs on, a missing
 run or verdicts.json is produced first, by those same commands. Targets: bench/targets.toml, judged
@@ -38,6 +39,8 @@ def produce_missing(machine: str) -> None:
                         f"--benchmark-save={machine}"], check=True)
     if not (folder / "verdicts.json").exists():
         subprocess.run([sys.executable, "-m", "bench.gpu_verdicts", str(folder / "verdicts.json")], check=True)
+    if not (folder / "record.json").exists():  # on CPU: the two smoke inputs, host timings only
+        subprocess.run([sys.executable, "-m", "bench.record", str(folder / "record.json")], check=True)
 
 
 def latest_run(machine: str) -> dict:
@@ -70,28 +73,45 @@ def by_input(run: dict) -> tuple[list[str], list[dict]]:
 
 
 # -- targets (bench/targets.toml): each measure returns the numbers its text quotes, None if no input applies
-def host_vs_empty_launch(target: dict, stage: str, rows: list[dict]) -> dict:
-    worst = max(r[stage]["host_us"] / r[FLOOR]["host_us"] for r in rows)
-    return {"worst": worst, "met": worst <= target["limit"]}
+def separated(a: dict, b: dict) -> int:
+    """-1 where a's quartile interval lies wholly below b's (a faster), 1 where wholly above, else 0."""
+    return -1 if a["q3"] < b["q1"] else 1 if a["q1"] > b["q3"] else 0
 
 
-def device_vs_floor(target: dict, stage: str, rows: list[dict]) -> dict | None:
-    big = [r for r in rows if r["bs"] >= target["min_bs"] and r["maxlen"] >= target["min_maxlen"]]
-    if not big:
+def kernel_vs_floor(target: dict, stage: str, rows: list[dict]) -> dict | None:
+    timed = [r for r in rows if "final" in r["kernel"] and r["floor_us"]]
+    if not timed:
         return None
-    worst = max(r[stage]["device_us"] / r["floor_us"] for r in big)
-    return {"worst": worst, "met": worst <= target["limit"]}
+    big = [r for r in timed if r["floor_us"] >= target["min_floor_us"]]
+    small = [r for r in timed if r["floor_us"] < target["min_floor_us"]]
+    ratio = max(big, key=lambda r: r["kernel"]["final"]["us"] / r["floor_us"], default=None)
+    excess = max(small, key=lambda r: r["kernel"]["final"]["us"] - r["floor_us"], default=None)
+    worst = ratio["kernel"]["final"]["us"] / ratio["floor_us"] if ratio else 0.0
+    worst_excess = excess["kernel"]["final"]["us"] - excess["floor_us"] if excess else 0.0
+    return {"big": len(big), "small": len(small), "worst": worst, "worst_id": ratio["id"] if ratio else "-",
+            "worst_excess": worst_excess, "worst_excess_id": excess["id"] if excess else "-",
+            "met": worst <= target["limit"] and worst_excess <= target["slack_us"]}
 
 
-def beats_upstream(target: dict, stage: str, rows: list[dict]) -> dict | None:
-    with_peer = [r for r in rows if PEER in r]
-    if not with_peer:
+def launch_vs_nop_args(target: dict, stage: str, rows: list[dict]) -> dict | None:
+    timed = [r for r in rows if "nop-args" in r["host"]]
+    if not timed:
         return None
-    return {
-        "configs": len(with_peer),
-        "host_wins": sum(r[stage]["host_us"] < r[PEER]["host_us"] for r in with_peer),
-        "device_wins": sum(r[stage]["device_us"] < r[PEER]["device_us"] for r in with_peer),
-    }
+    worst = max(timed, key=lambda r: r["host"]["final-launch"]["us"] / r["host"]["nop-args"]["us"])
+    ratio = worst["host"]["final-launch"]["us"] / worst["host"]["nop-args"]["us"]
+    return {"worst": ratio, "worst_id": worst["id"], "met": ratio <= target["limit"]}
+
+
+def kernel_vs_upstream(target: dict, stage: str, rows: list[dict]) -> dict | None:
+    timed = [r for r in rows if "upstream-static" in r["kernel"]]
+    if not timed:
+        return None
+    static = [separated(r["kernel"]["final"], r["kernel"]["upstream-static"]) for r in timed]
+    hostmax = [separated(r["kernel"]["final"], r["kernel"]["upstream-hostmax"]) for r in timed]
+    return {"inputs": len(timed), "faster": static.count(-1), "slower": static.count(1), "tied": static.count(0),
+            "faster_hostmax": hostmax.count(-1), "slower_hostmax": hostmax.count(1),
+            "median_ratio": statistics.median(r["kernel"]["upstream-static"]["us"] / r["kernel"]["final"]["us"]
+                                              for r in timed)}
 
 
 def static_grid_vs_eager(target: dict, stage: str, rows: list[dict]) -> dict:
@@ -99,16 +119,20 @@ def static_grid_vs_eager(target: dict, stage: str, rows: list[dict]) -> dict:
     return {"worst": worst, "met": worst <= target["limit"]}
 
 
-MEASURES = {f.__name__: f for f in (host_vs_empty_launch, device_vs_floor, beats_upstream, static_grid_vs_eager)}
+MEASURES = {f.__name__: f for f in (kernel_vs_floor, launch_vs_nop_args, kernel_vs_upstream, static_grid_vs_eager)}
 
 
-def judged(section: str, stage: str, rows: list[dict]) -> list[str]:
+def judged(section: str, stage: str, rows: list[dict] | None, reason: str = "") -> list[str]:
+    """One line per target of `section`: its goal and verdict, or, with no `rows`, its goal and `reason`."""
     lines = []
     for target in tomllib.loads(TARGETS.read_text())[section]:
-        numbers = MEASURES[target["measure"]](target, stage, rows)
+        goal = target["goal"].format(**target, stage=stage) + ": " if "goal" in target else ""
+        numbers = MEASURES[target["measure"]](target, stage, rows) if rows is not None else None
         if numbers is not None:
             verdict = {"verdict": "met" if numbers.get("met") else "MISSED"}
-            lines.append(target["text"].format(**target, **numbers, **verdict, stage=stage))
+            lines.append(goal + target["text"].format(**target, **numbers, **verdict, stage=stage))
+        elif rows is None:
+            lines.append(goal + f"not judged ({reason}).")
     return lines
 
 
@@ -201,17 +225,109 @@ def plot(run_stages: list[str], rows: list[dict], folder: Path, gpu: bool) -> li
     return made
 
 
+# -- the benchmark of record (record.json) ------------------------------------------------------------
+KERNEL_IMPLS = ("final", "upstream-static", "upstream-hostmax")
+HOST_IMPLS = ("final-replay", "final-launch", "upstream-static", "upstream-hostmax", "nop-args", "nop-1")
+
+
+def spread_cell(x: dict | None, floor: float | None = None) -> str:
+    if x is None:
+        return "-"
+    cell = f"{x['us']:.1f} [{x['q1']:.1f}, {x['q3']:.1f}]"
+    return cell + (f" {x['us'] / floor:.2f}x" if floor else "")
+
+
+def versus(ours: dict, theirs: dict | None) -> str:
+    if theirs is None:
+        return "-"
+    return {-1: "faster", 1: "slower", 0: "not separated"}[separated(ours, theirs)]
+
+
+def record_tables(rows: list[dict]) -> tuple[str, str]:
+    kernel, host = [], []
+    for r in rows:
+        k, h = r["kernel"], r["host"]
+        if k:
+            kernel.append([r["id"], f"{r['floor_us']:.1f}", *(spread_cell(k.get(i), r["floor_us"]) for i in KERNEL_IMPLS),
+                           versus(k["final"], k.get("upstream-static")), versus(k["final"], k.get("upstream-hostmax"))])
+        nop = h.get("nop-args")
+        host.append([r["id"], *(spread_cell(h.get(i)) for i in HOST_IMPLS),
+                     f"{h['final-launch']['us'] / nop['us']:.2f}x" if nop else "-",
+                     versus(h["final-launch"], h.get("upstream-static"))])
+    kernel_table = markdown_table(
+        ["input", "floor", "final (x floor)", "upstream static", "upstream hostmax", "final vs static",
+         "final vs hostmax"], kernel, "lrrrrll") if kernel else "Not timed on this machine (GPU only)."
+    host_table = markdown_table(
+        ["input", "final: whole replay", "final: launch object", "upstream static: bare call", "upstream hostmax",
+         "empty launch, our arguments", "empty launch, one argument", "launch / empty (our args)",
+         "launch vs upstream static call"], host, "lrrrrrrrl")
+    return kernel_table, host_table
+
+
+def record_plots(rows: list[dict], folder: Path) -> list[str]:
+    """Median with quartile bars against bs, one input family: equal lengths, the widest table, D 4, page 64."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = max(r["width"] for r in rows)
+    equal = [r for r in rows if r["profile"] == "equal" and r["width"] == width and r["D"] == 4 and r["page_size"] == 64]
+    if not equal:
+        return []
+    maxlen = statistics.mode(r["maxlen"] for r in equal)  # the bs sweep
+    family = sorted((r for r in equal if r["maxlen"] == maxlen), key=lambda r: r["bs"])
+    made = []
+    for metric, impls, name in (("kernel", KERNEL_IMPLS, "record_kernel_us.png"), ("host", HOST_IMPLS, "record_host_us.png")):
+        sel = [r for r in family if r[metric]]
+        if len(sel) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        bss = [r["bs"] for r in sel]
+        for impl in impls:
+            if all(impl in r[metric] for r in sel):
+                xs = [r[metric][impl] for r in sel]
+                ax.errorbar(bss, [x["us"] for x in xs], yerr=[[x["us"] - x["q1"] for x in xs],
+                                                              [x["q3"] - x["us"] for x in xs]],
+                            marker="o", capsize=3, label=impl)
+        if metric == "kernel":
+            ax.plot(bss, [r["floor_us"] for r in sel], "k--", label="memory floor")
+        ax.set(xscale="log", yscale="log", xlabel="bs", ylabel=f"{metric} µs (median, quartile bars)",
+               title=f"D=4 page 64, {family[0]['maxlen']} long, table {width} wide")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
 # -- text -------------------------------------------------------------------------------------------
 def fill(template: str, **fields) -> str:
     return Template((TEMPLATES / template).read_text()).substitute(fields)
 
 
-def judged_stage(run_stages: list[str]) -> tuple[str, str]:
-    """The final stage of the series, or the run's last where the run predates it (said in the text)."""
-    final = stages.final()
-    if final in run_stages:
-        return final, ""
-    return run_stages[-1], f"Judged on `{run_stages[-1]}`: the final stage `{final}` is not in this run.\n\n"
+def record_text(machine: str, record: dict | None, folder: Path) -> dict:
+    """The REPORT.md fields the benchmark of record fills: targets, its tables and plots."""
+    stage = stages.final()
+    if record is None:
+        missing = f"No `record.json` for {machine} yet: `python -m bench.record reports/{machine}/record.json` (GPU: `bench/gpu_run.sh`)."
+        return dict(record_file="(no record.json)", record=missing, record_plots="",
+                    target_lines=bullets(judged("record", stage, None, f"no record.json for {machine}")))
+    env, rows = record["environment"], record["rows"]
+    if not env["comparable"]:
+        targets = bullets(judged("record", stage, None, "timings on this machine are not comparable"))
+    elif env["final_stage"] != stage:
+        targets = bullets(judged("record", stage, None, f"record.json timed `{env['final_stage']}`, not the final stage"))
+    else:
+        targets = bullets(judged("record", stage, rows))
+    kernel_table, host_table = record_tables(rows)
+    text = fill("RECORD.md", **{k: env[k] for k in ("final_stage", "card", "torch", "triton", "kernel_rounds",
+                                                   "host_rounds", "whole_upstream_replay")},
+                kernel_table=kernel_table, host_table=host_table)
+    plots = record_plots(rows, folder) if env["comparable"] else []
+    return dict(record_file="record.json", target_lines=targets, record=text.rstrip("\n"),
+                record_plots="\n".join(f"![{p}]({p})" for p in plots))
 
 
 def write(machine: str) -> Path:
@@ -223,8 +339,6 @@ def write(machine: str) -> Path:
     folder = REPORTS / machine
     gpu_sections = ""
     if gpu:
-        stage, caveat = judged_stage(run_stages)
-        gpu_sections = fill("targets.md", target_lines=caveat + bullets(judged("report_md", stage, rows)))
         for name in run_stages:
             note = TEMPLATES / "stages" / f"{name}.md"
             if note.exists():
@@ -237,6 +351,7 @@ def write(machine: str) -> Path:
         card=env["card"], torch=env["torch"], triton=env["triton"], python=env["python"],
         run_file=run["_file"], version=run["version"],
         not_comparable="" if gpu else fill("not_comparable.md"),
+        **record_text(machine, read_json(machine, "record.json"), folder),
         verdicts=verdict_text(verdicts, run_stages) if verdicts else "No `verdicts.json` for this machine yet.\n",
         per_patch=per_patch_table(run_stages, rows),
         device_heading=" / device µs" if gpu else "",

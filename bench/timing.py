@@ -47,17 +47,18 @@ def _rotations(names: list, rounds: int):
 def interleaved_host_us(calls: dict, rounds: int, warmup: int = 20) -> dict:
     """Host wall time of one call of each of `calls` (name -> fn), the queue drained before each,
     interleaved round by round: name -> spread() of the rounds."""
+    drain = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)  # CPU: no queue
     samples = {name: [] for name in calls}
     for _ in range(warmup):
         for fn in calls.values():
             fn()
     for order in _rotations(list(calls), rounds):
         for name in order:
-            torch.cuda.synchronize()
+            drain()
             t0 = time.perf_counter_ns()
             calls[name]()
             samples[name].append((time.perf_counter_ns() - t0) / 1e3)
-    torch.cuda.synchronize()
+    drain()
     return {name: spread(xs) for name, xs in samples.items()}
 
 
@@ -106,3 +107,9 @@ def captured_launch(call):
     if len(seen) != 1:
         raise RuntimeError(f"expected one Triton launch, the call made {len(seen)}")
     return seen[0]
+
+
+def launch_kwargs(run_kwargs: dict) -> dict:
+    """A captured JITFunction.run's keyword arguments less its own (grid, warmup): what `kernel[grid](...)`
+    and `kernel.warmup(..., grid=...)` take."""
+    return {k: v for k, v in run_kwargs.items() if k not in ("grid", "warmup")}

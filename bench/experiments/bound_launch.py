@@ -25,7 +25,7 @@ import sys
 import torch
 
 from bench.inputs import launch_buffers, poison
-from bench.timing import captured_launch, interleaved_host_us
+from bench.timing import captured_launch, interleaved_host_us, launch_kwargs
 from harness import stages
 
 ROUNDS = 3000
@@ -54,6 +54,7 @@ class BoundLaunch:
         self.launch = launch
         seq_lens, req_pool_indices = launch.static_inputs
         jit_fn, args, kwargs = captured_launch(lambda: launch(seq_lens, req_pool_indices))
+        kwargs = launch_kwargs(kwargs)
         compiled = jit_fn.warmup(*args, grid=launch.grid, **kwargs)  # the kernel compiled at capture
         compiled[launch.grid]  # loads the module and function handles (CompiledKernel._init_handles)
         # Every kernel parameter in order, constexprs included: what JITFunction.run hands the launcher.
@@ -114,6 +115,7 @@ def main(out: str) -> None:
         assert_same_buffers(fallback_meta, reference)
 
         jit_fn, args, kwargs = captured_launch(lambda: plain(seq_lens, pool))
+        kwargs = launch_kwargs(kwargs)
         nop = nop_with_args(jit_fn)
         grid = plain.grid
         calls = {

@@ -1,0 +1,67 @@
+"""The benchmark scripts' own logic on CPU (Triton's interpreter): kernel variants stay bit-exact, the
+benchmark of record writes its rows, and the report claims "faster" only where quartiles separate."""
+
+import json
+
+import pytest
+import torch
+
+from bench import record, report
+from bench.conftest import GPU
+from bench.experiments import kernel_floor
+from bench.inputs import PROFILES, Config, launch_buffers, poison, profile_lengths
+
+pytestmark = pytest.mark.skipif(GPU, reason="CPU checks; the GPU runs these scripts whole (bench/gpu_run.sh)")
+
+
+@pytest.mark.parametrize("name", [n for n in kernel_floor.VARIANTS if n != "final"])
+def test_kernel_variant_writes_what_the_final_kernel_writes(name):
+    final, variant = kernel_floor.load_variant("final", []), kernel_floor.load_variant(name, kernel_floor.VARIANTS[name])
+    for bs, page, width, longest in [(3, 64, 2100, 2050), (2, 1, 1100, 700)]:
+        req_to_token = torch.randint(0, 1 << 30, (bs + 2, width), dtype=torch.int32)
+        seq_lens = torch.tensor([longest - 7 * i for i in range(bs)], dtype=torch.int32)
+        pool = torch.randperm(bs + 2)[:bs].to(torch.int32)
+        written = []
+        for module in (final, variant):
+            buffers = poison(launch_buffers(bs, 4, page, width, "cpu"), seed=bs)
+            module.TargetVerifyMetadataLaunch(buffers, req_to_token, 4, 2048, seq_lens, pool)(seq_lens, pool)
+            written.append(buffers)
+        for field, want in vars(written[0]).items():
+            if isinstance(want, torch.Tensor):
+                torch.testing.assert_close(getattr(written[1], field), want, rtol=0, atol=0, check_stride=True)
+
+
+def test_every_variant_is_an_applicable_diff():
+    for name in kernel_floor.VARIANTS:
+        assert (kernel_floor.diff(name) == "") == (name == "final")
+
+
+def test_length_profiles_keep_the_longest_request_first():
+    g = torch.Generator().manual_seed(0)
+    for profile in PROFILES:
+        lens = profile_lengths(profile, 16, 5000, g)
+        assert lens[0] == 5000 and lens.max() == 5000 and lens.min() >= 1
+    with pytest.raises(ValueError, match="unknown length profile"):
+        profile_lengths("zipf", 4, 100, g)
+
+
+def test_record_writes_rows_marked_not_comparable(tmp_path):
+    out = tmp_path / "record.json"
+    record.main(str(out))
+    data = json.loads(out.read_text())
+    assert data["environment"]["comparable"] is False
+    assert [r["id"] for r in data["rows"]] == [c.id for c in record.SMOKE_INPUTS]
+    assert all({"final-replay", "final-launch", "nop-1"} <= set(r["host"]) for r in data["rows"])
+
+
+def test_faster_only_where_quartiles_separate():
+    def timed(median):
+        return {"us": median, "q1": median - 1, "q3": median + 1}
+
+    assert report.separated(timed(10), timed(13)) == -1
+    assert report.separated(timed(10), timed(11.5)) == 0
+    assert report.versus(timed(13), timed(10)) == "slower"
+
+
+def test_floor_counts_the_same_bytes_for_every_profile():
+    assert len({Config(8, 4, 64, 4096, context_len=8192, profile=p).bytes_moved() for p in PROFILES}) == 1
