@@ -264,6 +264,30 @@ def record_tables(rows: list[dict]) -> tuple[str, str]:
     return kernel_table, host_table
 
 
+def quotable(rows: list[dict]) -> str:
+    """The few numbers the patch headers and the cover letter quote, all from this one record."""
+    timed = [r for r in rows if r["kernel"] and "nop-args" in r["host"]]
+    if not timed:
+        return "None: this record has no GPU timings."
+    launch = [r["host"]["final-launch"]["us"] for r in timed]
+    replay = [r["host"]["final-replay"]["us"] for r in timed]
+    vs_nop = [r["host"]["final-launch"]["us"] / r["host"]["nop-args"]["us"] for r in timed]
+    big = [r for r in timed if r["floor_us"] >= 25]
+    vs_floor = [r["kernel"]["final"]["us"] / r["floor_us"] for r in big]
+    lines = [f"eager replay of the final stage (whole backend call): {min(replay):.0f}-{max(replay):.0f} µs of host time;"
+             f" its launch alone {min(launch):.0f}-{max(launch):.0f} µs, {min(vs_nop):.2f}-{max(vs_nop):.2f}x an empty"
+             " launch with the same arguments"]
+    if vs_floor:
+        lines.append(f"kernel: {min(vs_floor):.2f}-{max(vs_floor):.2f}x the memory floor on the {len(big)} inputs whose"
+                     " floor is >= 25 µs")
+    ships = [r["kernel"]["upstream-static"]["us"] / r["kernel"]["final"]["us"] for r in timed
+             if "upstream-static" in r["kernel"]]
+    if ships:
+        lines.append(f"upstream 0.5.23's kernel as it ships takes {min(ships):.1f}-{max(ships):.1f}x our kernel's time"
+                     f" (median {statistics.median(ships):.1f}x)")
+    return bullets(lines)
+
+
 def record_plots(rows: list[dict], folder: Path) -> list[str]:
     """Median with quartile bars against bs, one input family: equal lengths, the widest table, D 4, page 64."""
     import matplotlib
@@ -324,7 +348,7 @@ def record_text(machine: str, record: dict | None, folder: Path) -> dict:
     kernel_table, host_table = record_tables(rows)
     text = fill("RECORD.md", **{k: env[k] for k in ("final_stage", "card", "torch", "triton", "kernel_rounds",
                                                    "host_rounds", "whole_upstream_replay")},
-                kernel_table=kernel_table, host_table=host_table)
+                kernel_table=kernel_table, host_table=host_table, quote=quotable(rows))
     plots = record_plots(rows, folder) if env["comparable"] else []
     return dict(record_file="record.json", target_lines=targets, record=text.rstrip("\n"),
                 record_plots="\n".join(f"![{p}]({p})" for p in plots))

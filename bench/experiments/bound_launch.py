@@ -122,7 +122,7 @@ def main(out: str) -> None:
             "launch-object": lambda: plain(seq_lens, pool),
             "bound": lambda: bound(seq_lens, pool),
             "bound-unchecked": bound.launch_bound,
-            "compiled-getitem": lambda: bound.compiled[grid](*bound.args),
+            "compiled-getitem": lambda: bound.compiled[bound.grid](*bound.args),  # CompiledKernel.__getitem__ wants 3 dims
             "nop-args": lambda: nop[grid](*args, **kwargs),
             "nop-1": empty_launch("cuda"),
         }
