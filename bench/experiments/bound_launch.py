@@ -107,6 +107,8 @@ def main(out: str) -> None:
         plain = kernel.TargetVerifyMetadataLaunch(reference, req_to_token, D, TOPK, seq_lens, pool)
         bound = BoundLaunch(kernel.TargetVerifyMetadataLaunch(bound_meta, req_to_token, D, TOPK, seq_lens, pool))
         fallback = BoundLaunch(kernel.TargetVerifyMetadataLaunch(fallback_meta, req_to_token, D, TOPK, seq_lens, pool))
+        for written_at_bind in (bound_meta, fallback_meta):  # binding launched once: poison again
+            poison(written_at_bind, seed=bs)
         plain(seq_lens, pool)
         bound(seq_lens, pool)
         fallback(seq_lens.clone(), pool.clone())  # other pointers: must take the generic path
