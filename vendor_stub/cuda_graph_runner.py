@@ -76,10 +76,10 @@ class CudaGraphRunner:
             self.output_buffers[bs] = output_buffers
 
     def _capture_graph(self, graph, pool, stream, run_once_fn):
-        if not self.is_cuda:
-            graph.body = run_once_fn  # a CPU graph replays by running the body again
         with self.device_module.graph(cuda_graph=graph, pool=pool, stream=stream):
             out = run_once_fn()
+        if not self.is_cuda:  # a CPU graph replays by running the body again
+            graph.body, graph.output = run_once_fn, out
         return out
 
     def _create_device_graph(self):

@@ -84,11 +84,12 @@ class CpuGraph:
     """torch.cuda.CUDAGraph's place on CPU: replay() runs the captured body again."""
 
     def __init__(self):
-        self.body = None
+        self.body = None  # the captured run and the tensor it returned, set at capture
+        self.output = None
 
     def replay(self) -> None:
         with _capturing():
-            self.body()
+            self.output.copy_(self.body())
 
 
 _cpu_capture_depth = 0
