@@ -77,8 +77,9 @@ class RunnerBackend:
         return getattr(self._backend, name)
 
 
-def _snapshot(backend) -> dict[str, object]:
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in captured_state(backend).items()}
+def _bs_state(backend, bs: int) -> dict[str, object]:
+    """The captured state a replay of `bs` can write: the shared buffers and that bs's metadata."""
+    return {k: v for k, v in captured_state(backend).items() if not k.startswith("bs") or k.startswith(f"bs{bs}.")}
 
 
 def logged_recorder(runner: GraphRunner, log: list[bool]):
@@ -90,9 +91,9 @@ def logged_recorder(runner: GraphRunner, log: list[bool]):
         if capturing():
             record(bs, forward_mode)
             return
-        before = _snapshot(runner.backend)
+        before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in _bs_state(runner.backend, bs).items()}
         record(bs, forward_mode)
-        log.append(first_mismatch(before, captured_state(runner.backend)) is not None)
+        log.append(first_mismatch(before, _bs_state(runner.backend, bs)) is not None)
 
     return logged
 
@@ -113,7 +114,11 @@ def mirrored_warmups(runner: GraphRunner, log: list[bool], stage):
 
 
 class InputBuffers:
-    """GraphInputBuffers over the harness runner's static inputs (its copy_inputs pads and copies)."""
+    """GraphInputBuffers over the harness runner's static inputs.
+
+    populate_from_forward_batch pads and copies as upstream's does, from the batch's device tensors
+    and its host copy of the lengths (GraphRunner.copy_inputs copies those from the device: a sync).
+    """
 
     def __init__(self, runner: GraphRunner):
         self.runner = runner
@@ -124,8 +129,17 @@ class InputBuffers:
         self.seq_lens = runner.seq_lens
 
     def populate_from_forward_batch(self, *, forward_batch, raw_bs, raw_num_token, bs, seq_len_fill_value):
-        self.runner.copy_inputs(forward_batch.batch, bs)
-        return self.runner.seq_lens_cpu[:bs]
+        r, batch = self.runner, forward_batch.batch
+        if bs != raw_bs:
+            r.seq_lens.fill_(seq_len_fill_value)
+            r.seq_lens_cpu.fill_(seq_len_fill_value)
+            r.accept_length.fill_(1)
+        r.req_pool_indices[:raw_bs].copy_(batch.req_pool_indices)
+        r.seq_lens[:raw_bs].copy_(batch.seq_lens)
+        r.seq_lens_cpu[:raw_bs].copy_(forward_batch.seq_lens_cpu)
+        if batch.accept_length is not None:
+            r.accept_length[:raw_bs].copy_(batch.accept_length)
+        return r.seq_lens_cpu[:bs]
 
 
 def graph_runner(runner: GraphRunner, record: bool = True, recorder_of=None, stage=None):
@@ -161,6 +175,7 @@ def graph_runner(runner: GraphRunner, record: bool = True, recorder_of=None, sta
         runner.device,
         get_spec_info=runner._spec_info,
     )
+    standins(stage or module).set_global_graph_memory_pool(None)  # a graph pool of its own per runner
     graphs.capture()
     return graphs
 
@@ -181,10 +196,12 @@ def recorded_against(reference: GraphRunner, runner: GraphRunner):
 def forward_batch(runner: GraphRunner, batch) -> SimpleNamespace:
     """What the scheduler hands the graph runner for `batch`; build it before timing a step (the
     length sum is the scheduler's host value: reading it from a device tensor synchronizes)."""
+    seq_lens_cpu = batch.seq_lens.cpu()
     return standins(runner.module).ForwardBatch(
         batch=batch,
         batch_size=batch.raw_bs,
-        seq_lens_sum=int(batch.seq_lens.sum()),
+        seq_lens_cpu=seq_lens_cpu,
+        seq_lens_sum=int(seq_lens_cpu.sum()),
         spec_info=runner._spec_info(runner.capture_bs[-1]),
         forward_mode=runner.forward_mode,
     )
