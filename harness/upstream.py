@@ -129,15 +129,15 @@ RECORDING = [
 ]
 
 
-def graph_runner_verdict(tree: dict[str, bytes], final_stage, scenario) -> tuple[bool, str | None]:
-    """(records, problem) for the release's cuda_graph_runner.py in `tree`, run around the final
-    stage's stub backend (the runner file is what is under test here, not the backend)."""
+def graph_runner_verdict(tree: dict[str, bytes], module, scenario) -> tuple[bool, str | None]:
+    """(records, problem) for the release's cuda_graph_runner.py in `tree`, run around the backend
+    of `module` (the same tree's real nsa_backend.py, as load_release gives it)."""
     from .cuda_graph import recorder
     from .releases import REPO_PREFIX, UPSTREAM_FILES
     from .upstream_exec import run_graph_runner
 
     path = REPO_PREFIX + UPSTREAM_FILES[f"{STUB_DIR}/cuda_graph_runner.py"]
-    runner = scenario.runner(final_stage)
+    runner = scenario.runner(module)
     backend = runner.backend
 
     def record(bs, forward_mode, capturing):
@@ -151,7 +151,7 @@ def graph_runner_verdict(tree: dict[str, bytes], final_stage, scenario) -> tuple
     return False, None
 
 
-def run_release(derivation: Derivation, version: str, scenarios, stub, final_stage, trace: bool = False) -> ReleaseResult:
+def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bool = False) -> ReleaseResult:
     """Derive, compile, load and replay one release; every scenario on every prefix in lockstep."""
     from .upstream_exec import StandinError, load_release
     from .verify import compare_lockstep
@@ -168,11 +168,6 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, final_sta
     trees = [derivation.files(derivation.base_commit(version))] + [derivation.files(a.commit) for a in applied]
     for cell, tree in zip(result.cells, trees[1:]):
         cell.lint = [str(f) for f in new_findings(trees[0], tree)]
-        if _compiles(tree) is None:
-            try:
-                cell.records, cell.failure = graph_runner_verdict(tree, final_stage, scenarios[0])
-            except Exception as e:  # the runner's code could not be cut out or run: say so in the cell
-                cell.failure = f"graph runner: {type(e).__name__}: {e}"
     modules = []
     for label, tree, cell in zip(["unpatched"] + [a.patch for a in applied], trees, [None] + compared):
         problem = _compiles(tree)
@@ -192,6 +187,12 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, final_sta
             cell.failure = f"import: {e}"
             modules.append(None)
     reference, peers = modules[0], modules[1:] + [stub]
+    for cell, tree, module in zip(result.cells, trees[1:], modules[1:]):
+        if module is not None and not cell.failure:
+            try:
+                cell.records, cell.failure = graph_runner_verdict(tree, module, scenarios[0])
+            except Exception as e:  # the runner's code could not be cut out or run: say so in the cell
+                cell.failure = f"graph runner: {type(e).__name__}: {e}"
 
     for scenario in scenarios:
         live = {cell.patch: module for cell, module in zip(compared, peers) if module is not None and not cell.failure}
@@ -249,13 +250,12 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
     lines, problems = pinned_regions(series)
     scenarios = matrix() if scenarios is None else scenarios
     stub = stages.load("baseline", series)
-    final_stage = stages.load(stages.final(), series)
     results = []
     with Derivation(series) as derivation:
         for version in versions or ():
             derivation.table.release(version)  # an unknown or replaced version stops here, with why
         for version in versions or derivation.table.versions:
-            result = run_release(derivation, version, scenarios, stub, final_stage, trace)
+            result = run_release(derivation, version, scenarios, stub, trace)
             results.append(result)
             if progress:
                 progress(result)
@@ -327,7 +327,10 @@ def write_report(report: dict, folder: Path) -> None:
         "byte-compiles, that the series adds no finding of sglang's pre-commit lint (black 88, isort",
         "--profile black, ruff pyflakes; harness/lint.py) to what the release's own file has, and the scenarios whose whole buffers stayed bit-exact against the release's",
         f"unpatched real file after capture and every replay ({len(report['scenarios'])} scenarios:",
-        "harness.scenarios.matrix()). Last column: the stub's baseline against the unpatched real file.",
+        "harness.scenarios.matrix()). records: the release's real cuda_graph_runner.py, its capture and replay",
+        "code run against stand-ins, calls the backend's recorder before forward in the two warm-up runs and the",
+        "captured run, and the backend's replay then launches nothing (harness.upstream.RECORDING).",
+        "Last column: the stub's baseline against the unpatched real file.",
         "",
         *table(report),
         "",
