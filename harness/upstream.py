@@ -187,12 +187,6 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
             cell.failure = f"import: {e}"
             modules.append(None)
     reference, peers = modules[0], modules[1:] + [stub]
-    for cell, tree, module in zip(result.cells, trees[1:], modules[1:]):
-        if module is not None and not cell.failure:
-            try:
-                cell.records, cell.failure = graph_runner_verdict(tree, module, scenarios[0])
-            except Exception as e:  # the runner's code could not be cut out or run: say so in the cell
-                cell.failure = f"graph runner: {type(e).__name__}: {e}"
 
     for scenario in scenarios:
         live = {cell.patch: module for cell, module in zip(compared, peers) if module is not None and not cell.failure}
@@ -209,6 +203,13 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
                     cell.exact += 1
                 else:
                     cell.failure = f"{scenario.name} {verdict.describe()}"
+    # After the scenarios: a runner that cannot record does not hide the cell's bit-exactness.
+    for cell, tree, module in zip(result.cells, trees[1:], modules[1:]):
+        if module is not None and not cell.failure:
+            try:
+                cell.records, cell.failure = graph_runner_verdict(tree, module, scenarios[0])
+            except Exception as e:  # the runner's code could not be cut out or run: say so in the cell
+                cell.failure = f"graph runner: {type(e).__name__}: {e}"
     if trace:
         result.code_path = trace_code_path(reference, scenarios)
     return result
