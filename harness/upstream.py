@@ -131,7 +131,8 @@ RECORDING = [
 
 def graph_runner_verdict(tree: dict[str, bytes], module, scenario) -> tuple[bool, str | None]:
     """(records, problem) for the release's cuda_graph_runner.py in `tree`, run around the backend
-    of `module` (the same tree's real nsa_backend.py, as load_release gives it)."""
+    of `module`: upstream-check passes the final stage's stub backend (the runner file is what is
+    judged); tests/test_graph_runner_upstream.py also runs it around the tree's real backend."""
     from .cuda_graph import recorder
     from .releases import REPO_PREFIX, UPSTREAM_FILES
     from .upstream_exec import run_graph_runner
@@ -151,7 +152,7 @@ def graph_runner_verdict(tree: dict[str, bytes], module, scenario) -> tuple[bool
     return False, None
 
 
-def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bool = False) -> ReleaseResult:
+def run_release(derivation: Derivation, version: str, scenarios, stub, final_stage, trace: bool = False) -> ReleaseResult:
     """Derive, compile, load and replay one release; every scenario on every prefix in lockstep."""
     from .upstream_exec import StandinError, load_release
     from .verify import compare_lockstep
@@ -207,7 +208,7 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
     for cell, tree, module in zip(result.cells, trees[1:], modules[1:]):
         if module is not None and not cell.failure:
             try:
-                cell.records, cell.failure = graph_runner_verdict(tree, module, scenarios[0])
+                cell.records, cell.failure = graph_runner_verdict(tree, final_stage, scenarios[0])
             except Exception as e:  # the runner's code could not be cut out or run: say so in the cell
                 cell.failure = f"graph runner: {type(e).__name__}: {e}"
     if trace:
@@ -251,12 +252,13 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
     lines, problems = pinned_regions(series)
     scenarios = matrix() if scenarios is None else scenarios
     stub = stages.load("baseline", series)
+    final_stage = stages.load(stages.final(), series)
     results = []
     with Derivation(series) as derivation:
         for version in versions or ():
             derivation.table.release(version)  # an unknown or replaced version stops here, with why
         for version in versions or derivation.table.versions:
-            result = run_release(derivation, version, scenarios, stub, trace)
+            result = run_release(derivation, version, scenarios, stub, final_stage, trace)
             results.append(result)
             if progress:
                 progress(result)
@@ -329,8 +331,9 @@ def write_report(report: dict, folder: Path) -> None:
         "--profile black, ruff pyflakes; harness/lint.py) to what the release's own file has, and the scenarios whose whole buffers stayed bit-exact against the release's",
         f"unpatched real file after capture and every replay ({len(report['scenarios'])} scenarios:",
         "harness.scenarios.matrix()). records: the release's real cuda_graph_runner.py, its capture and replay",
-        "code run against stand-ins, calls the backend's recorder before forward in the two warm-up runs and the",
-        "captured run, and the backend's replay then launches nothing (harness.upstream.RECORDING).",
+        "code run against stand-ins around the final stage's stub backend, calls the backend's recorder before",
+        "forward in the two warm-up runs and the captured run, and the backend's replay then launches nothing",
+        "(harness.upstream.RECORDING).",
         "Last column: the stub's baseline against the unpatched real file.",
         "",
         *table(report),
