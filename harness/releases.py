@@ -1,10 +1,12 @@
 """The series for every sglang release in patches/releases.toml, derived from the canonical one.
 
 patches/ is written against the stub of the reference release (0.5.6). For another release R the
-series is derived in a scratch git repository: the reference's real nsa_backend.py is committed at
-its upstream path, each canonical patch (paths mapped by one rule, vendor_stub/<rel> ->
-python/sglang/srt/layers/attention/<rel>) is committed on top of it; then R's file is committed on
-the same base and each patch commit is cherry-picked (three-way) in order. A patch whose hunks
+series is derived in a scratch git repository: the reference's real upstream files (every file
+vendor_stub/UPSTREAM_PIN.toml pins: nsa_backend.py, model_executor/cuda_graph_runner.py) are
+committed at their upstream paths, each canonical patch (paths mapped by `to_upstream`: a pinned
+stub file to its upstream path, any other vendor_stub/<rel> to python/sglang/srt/layers/attention/
+<rel>) is committed on top of them; then R's files are committed on the same base and each patch
+commit is cherry-picked (three-way) in order. A patch whose hunks
 conflict takes its hand resolution from patches/releases/<patch stem>.toml, else derivation stops
 with a one-line error naming the release, the patch and the hunk.
 """
@@ -31,7 +33,7 @@ TABLE = REPO_ROOT / PATCH_DIR / "releases.toml"
 RESOLUTIONS = REPO_ROOT / PATCH_DIR / "releases"
 UPSTREAM_DIR = "python/sglang/srt/layers/attention"  # where vendor_stub/ sits in sglang's repository
 WHEEL_DIR = "sglang/srt/layers/attention"  # the same folder inside the wheel
-BACKEND = f"{UPSTREAM_DIR}/nsa_backend.py"
+REPO_PREFIX = "python/"  # a wheel path sglang/... sits at python/sglang/... in sglang's repository
 
 # Scratch repositories must not depend on whoever runs them: no user or system config, fixed
 # identity and dates (derived commits, hence exported patches, are reproducible).
@@ -153,11 +155,39 @@ def wheel_file(version: str, path: str) -> bytes:
             raise ReleaseError(f"sglang {version}'s wheel has no {path}") from None
 
 
+def pinned_files(pin_text: str | None = None) -> dict[str, str]:
+    """Every upstream file the stub reproduces: vendor_stub/<file> -> its path inside the wheel.
+
+    From vendor_stub/UPSTREAM_PIN.toml: nsa_backend.py (the top-level `path`) and each [[file]].
+    """
+    pin = tomllib.loads(pin_text if pin_text is not None else (REPO_ROOT / STUB_DIR / "UPSTREAM_PIN.toml").read_text())
+    files = {f"{STUB_DIR}/nsa_backend.py": pin["path"]}
+    files.update({f"{STUB_DIR}/{f['stub']}": f["path"] for f in pin.get("file", ())})
+    return files
+
+
+UPSTREAM_FILES = pinned_files()  # vendor_stub/<file> -> wheel path, for the files the stub pins
+
+
 def to_upstream(stub_path: str) -> str:
-    """vendor_stub/<rel> -> python/sglang/srt/layers/attention/<rel> (the one mapping rule)."""
+    """A stub path's place in sglang's repository: a pinned file's upstream path, else
+    vendor_stub/<rel> -> python/sglang/srt/layers/attention/<rel> (files the series adds)."""
+    if stub_path in UPSTREAM_FILES:
+        return REPO_PREFIX + UPSTREAM_FILES[stub_path]
     if not stub_path.startswith(STUB_DIR + "/"):
         raise ReleaseError(f"the series touches {stub_path}, outside {STUB_DIR}/: only {STUB_DIR}/ maps to upstream")
     return UPSTREAM_DIR + stub_path[len(STUB_DIR) :]
+
+
+def upstream_roots() -> list[str]:
+    """The repository paths (folders or files) holding everything the series can touch upstream."""
+    extra = [REPO_PREFIX + p for p in UPSTREAM_FILES.values() if not (REPO_PREFIX + p).startswith(UPSTREAM_DIR + "/")]
+    return [UPSTREAM_DIR, *sorted(extra)]
+
+
+def release_files(version: str) -> dict[str, bytes]:
+    """The release's unpatched files the series touches, at their sglang repository paths."""
+    return {REPO_PREFIX + wheel: wheel_file(version, wheel) for wheel in UPSTREAM_FILES.values()}
 
 
 def map_patch(text: bytes) -> bytes:
@@ -169,8 +199,8 @@ def map_patch(text: bytes) -> bytes:
     for line in (b"diff --git " + diff).splitlines(keepends=True):
         if line.startswith((b"diff --git ", b"--- a/", b"+++ b/", b"rename from ", b"rename to ")):
             line = re.sub(
-                rb"(a/|b/|rename from |rename to )" + re.escape(STUB_DIR.encode()) + rb"/",
-                lambda m: m.group(1) + UPSTREAM_DIR.encode() + b"/",
+                rb"(a/|b/|rename from |rename to )(" + re.escape(STUB_DIR.encode()) + rb"/[^\s]+)",
+                lambda m: m.group(1) + to_upstream(m.group(2).decode()).encode(),
                 line,
             )
         out.append(line)
@@ -265,12 +295,13 @@ class Derivation:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _commit_release_file(self, version: str) -> str:
-        path = self.root / BACKEND
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(wheel_file(version, f"{WHEEL_DIR}/nsa_backend.py"))
+    def _commit_release_files(self, version: str) -> str:
+        for rel, data in release_files(version).items():
+            path = self.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
         self.repo.git.add("-A")
-        self.repo.git.commit("-q", "--allow-empty", "-m", f"sglang {version} {BACKEND}")
+        self.repo.git.commit("-q", "--allow-empty", "-m", f"sglang {version}")
         return self.repo.head.commit.hexsha
 
     def _patch_header(self, patch: str) -> str:
@@ -281,7 +312,7 @@ class Derivation:
     def canonical(self) -> list[Applied]:
         """The base commit (reference file) and one commit per canonical patch, all `git apply` clean."""
         self.repo.git.checkout("-q", "--orphan", "canonical")
-        self.base = self._bases[self.table.reference] = self._commit_release_file(self.table.reference)
+        self.base = self._bases[self.table.reference] = self._commit_release_files(self.table.reference)
         out = []
         for patch in self.series.patch_files:
             mapped = map_patch((self.series.root / PATCH_DIR / patch).read_bytes())
@@ -291,7 +322,7 @@ class Derivation:
                 except git.GitCommandError as e:
                     raise ReleaseError(
                         f"patches/{patch} does not apply to sglang {self.table.reference}'s real "
-                        f"{BACKEND} ({_last_line(e)}): the series must stay clean on the reference; fix the patch"
+                        f"files ({_last_line(e)}): the series must stay clean on the reference; fix the patch"
                     ) from None
             self.repo.git.commit("-q", "--allow-empty", "-m", patch)
             out.append(Applied(patch, "clean", self.repo.head.commit.hexsha, self._patch_header(patch)))
@@ -312,7 +343,7 @@ class Derivation:
             self._derived[version] = canonical
             return canonical
         self.repo.git.checkout("-q", "-B", f"release-{version}", self.base)
-        self._bases[version] = self._commit_release_file(version)
+        self._bases[version] = self._commit_release_files(version)
         out = []
         for applied in canonical:
             mapped = map_patch((self.series.root / PATCH_DIR / applied.patch).read_bytes())
@@ -362,9 +393,14 @@ class Derivation:
         return [r for r in tomllib.loads(path.read_text()).get("resolution", []) if version in r["releases"]]
 
     def files(self, commit: str) -> Files:
-        """The series-touched tree at `commit`: python/sglang/srt/layers/attention/... -> bytes."""
-        tree = self.repo.commit(commit).tree / UPSTREAM_DIR
-        return {b.path: b.data_stream.read() for b in tree.traverse() if b.type == "blob"}
+        """The series-touched files at `commit`: python/sglang/srt/... (repository paths) -> bytes."""
+        tree = self.repo.commit(commit).tree
+        out = {}
+        for root in upstream_roots():
+            item = tree / root
+            blobs = [item] if item.type == "blob" else [b for b in item.traverse() if b.type == "blob"]
+            out.update({b.path: b.data_stream.read() for b in blobs})
+        return out
 
     def base_commit(self, version: str) -> str:
         """The commit holding the release's unpatched file."""

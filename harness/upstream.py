@@ -38,20 +38,27 @@ def pin() -> dict:
 
 
 def pinned_regions(series: Series) -> tuple[list[str], list[str]]:
-    """The stub's pinned regions against the reference wheel: (report lines, problems)."""
+    """The stub's pinned regions against the reference wheel: (report lines, problems).
+
+    Every pinned file: nsa_backend.py (the pin's top level) and each [[file]] (its own regions).
+    """
     p = pin()
-    upstream = wheel_file(p["version"], p["path"])
-    baseline_stub = series.baseline[f"{STUB_DIR}/nsa_backend.py"]  # the committed stub is what is pinned
-    lines = upstream.splitlines(keepends=True)
-    out = [f"pinned regions: {p['package']}=={p['version']} {p['path']} ({len(lines)} lines)"]
-    problems = []
-    for region in p["region"]:
-        start, end = region["lines"]
-        text = b"".join(lines[start - 1 : end])
-        ok = hashlib.sha256(text).hexdigest() == region["sha256"] and baseline_stub.count(text) == 1
-        out.append(f"  {'identical' if ok else 'DIFFERS':>9}  lines {start}-{end}  {region['name']}")
-        if not ok:
-            problems.append(f"pinned region {region['name']} (lines {start}-{end}) differs from {p['version']}")
+    out, problems = [], []
+    files = [{"stub": "nsa_backend.py", "path": p["path"], "region": p["region"]}, *p.get("file", ())]
+    for pinned in files:
+        upstream = wheel_file(p["version"], pinned["path"])
+        baseline_stub = series.baseline[f"{STUB_DIR}/{pinned['stub']}"]  # the committed stub is what is pinned
+        lines = upstream.splitlines(keepends=True)
+        out.append(f"pinned regions: {p['package']}=={p['version']} {pinned['path']} ({len(lines)} lines)")
+        for region in pinned["region"]:
+            start, end = region["lines"]
+            text = b"".join(lines[start - 1 : end])
+            ok = hashlib.sha256(text).hexdigest() == region["sha256"] and baseline_stub.count(text) == 1
+            out.append(f"  {'identical' if ok else 'DIFFERS':>9}  lines {start}-{end}  {region['name']}")
+            if not ok:
+                problems.append(
+                    f"pinned region {region['name']} (lines {start}-{end} of {pinned['path']}) differs from {p['version']}"
+                )
     return out, problems
 
 
@@ -66,6 +73,7 @@ class Cell:
     exact: int = 0  # scenarios bit-exact against the release's unpatched real file
     scenarios: int = 0
     failure: str | None = None  # the first: "scenario replay r: buffer[index]: expected, got", or an error
+    records: bool = False  # the release's graph runner records the backend's metadata (RECORDING)
 
     @property
     def ok(self) -> bool:
@@ -78,6 +86,8 @@ class Cell:
         if self.how:
             parts.append("compiles")
             parts.append(f"lint: {len(self.lint)} new" if self.lint else "lint clean")
+        if self.records:
+            parts.append("records")
         return " / ".join(parts + [f"{self.exact}/{self.scenarios}"])
 
 
@@ -106,7 +116,43 @@ def _compiles(files: dict[str, bytes]) -> str | None:
     return None
 
 
-def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bool = False) -> ReleaseResult:
+# What the patched graph runner does for one captured bs, executed from the release's real file
+# (harness.upstream_exec.run_graph_runner): the backend's metadata capture, then the recorder before
+# forward in each of the two warm-up runs and in the captured run; the backend's replay then
+# launches nothing.
+RECORDING = [
+    "capture",
+    "record", "forward",
+    "record", "forward",
+    "captured record", "captured forward",
+    "replay: 0 launches",
+]
+
+
+def graph_runner_verdict(tree: dict[str, bytes], module, scenario) -> tuple[bool, str | None]:
+    """(records, problem) for the release's cuda_graph_runner.py in `tree`, run around the backend
+    of `module`: upstream-check passes the final stage's stub backend (the runner file is what is
+    judged); tests/test_graph_runner_upstream.py also runs it around the tree's real backend."""
+    from .cuda_graph import recorder
+    from .releases import REPO_PREFIX, UPSTREAM_FILES
+    from .upstream_exec import run_graph_runner
+
+    path = REPO_PREFIX + UPSTREAM_FILES[f"{STUB_DIR}/cuda_graph_runner.py"]
+    runner = scenario.runner(module)
+    backend = runner.backend
+
+    def record(bs, forward_mode, capturing):
+        recorder(backend, capturing)(bs, forward_mode)
+
+    events = run_graph_runner(tree[path].decode(), path, runner, runner.capture_bs[-1], record)
+    if events == RECORDING:
+        return True, None
+    if any("record" in e for e in events):
+        return False, f"graph runner: records, but runs {', '.join(events)}"
+    return False, None
+
+
+def run_release(derivation: Derivation, version: str, scenarios, stub, final_stage, trace: bool = False) -> ReleaseResult:
     """Derive, compile, load and replay one release; every scenario on every prefix in lockstep."""
     from .upstream_exec import StandinError, load_release
     from .verify import compare_lockstep
@@ -158,6 +204,13 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
                     cell.exact += 1
                 else:
                     cell.failure = f"{scenario.name} {verdict.describe()}"
+    # After the scenarios: a runner that cannot record does not hide the cell's bit-exactness.
+    for cell, tree, module in zip(result.cells, trees[1:], modules[1:]):
+        if module is not None and not cell.failure:
+            try:
+                cell.records, cell.failure = graph_runner_verdict(tree, final_stage, scenarios[0])
+            except Exception as e:  # the runner's code could not be cut out or run: say so in the cell
+                cell.failure = f"graph runner: {type(e).__name__}: {e}"
     if trace:
         result.code_path = trace_code_path(reference, scenarios)
     return result
@@ -199,12 +252,13 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
     lines, problems = pinned_regions(series)
     scenarios = matrix() if scenarios is None else scenarios
     stub = stages.load("baseline", series)
+    final_stage = stages.load(stages.final(), series)
     results = []
     with Derivation(series) as derivation:
         for version in versions or ():
             derivation.table.release(version)  # an unknown or replaced version stops here, with why
         for version in versions or derivation.table.versions:
-            result = run_release(derivation, version, scenarios, stub, trace)
+            result = run_release(derivation, version, scenarios, stub, final_stage, trace)
             results.append(result)
             if progress:
                 progress(result)
@@ -276,7 +330,11 @@ def write_report(report: dict, folder: Path) -> None:
         "byte-compiles, that the series adds no finding of sglang's pre-commit lint (black 88, isort",
         "--profile black, ruff pyflakes; harness/lint.py) to what the release's own file has, and the scenarios whose whole buffers stayed bit-exact against the release's",
         f"unpatched real file after capture and every replay ({len(report['scenarios'])} scenarios:",
-        "harness.scenarios.matrix()). Last column: the stub's baseline against the unpatched real file.",
+        "harness.scenarios.matrix()). records: the release's real cuda_graph_runner.py, its capture and replay",
+        "code run against stand-ins around the final stage's stub backend, calls the backend's recorder before",
+        "forward in the two warm-up runs and the captured run, and the backend's replay then launches nothing",
+        "(harness.upstream.RECORDING).",
+        "Last column: the stub's baseline against the unpatched real file.",
         "",
         *table(report),
         "",

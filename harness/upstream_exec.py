@@ -343,3 +343,148 @@ def load_release(version: str, files: Files, stub: ModuleType, model_runner: dic
         build_model_runner=model_runner_builder(stub, version, model_runner),
         SpecInput=stub.SpecInput,
     )
+
+
+# -- the release's graph runner: its capture and replay code, cut out of the (patched) real file --
+
+GRAPH_RUNNER_CLASS = "CudaGraphRunner"
+
+
+def _method(source: str, cls: str, name: str) -> ast.FunctionDef:
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == name:
+                    return item
+    raise StandinError(f"no {cls}.{name} in the graph runner file")
+
+
+def _calls(node: ast.AST, attr: str) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == attr for n in ast.walk(node))
+
+
+def _assigns(node: ast.AST, name: str) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in ast.walk(node))
+
+
+def runner_code(source: str, filename: str):
+    """(capture, replay) code objects from the release's CudaGraphRunner.
+
+    capture: capture_one_batch_size from the attention backend's metadata capture to the end (the
+    run_once closure, the warm-up runs, the graph capture), its final `return graph, out` dropped
+    so that `out` stays in the namespace. replay: replay_prepare's call of the backend's replay,
+    with the statement choosing the backend before it where the release has one (pdmux).
+    """
+    capture = _method(source, GRAPH_RUNNER_CLASS, "capture_one_batch_size").body
+    start = next(i for i, s in enumerate(capture) if _calls(s, "init_forward_metadata_capture_cuda_graph"))
+    tail = [s for s in capture[start:] if not isinstance(s, ast.Return)]
+    replay = _method(source, GRAPH_RUNNER_CLASS, "replay_prepare").body
+    call = next(i for i, s in enumerate(replay) if _calls(s, "init_forward_metadata_replay_cuda_graph"))
+    first = call - 1 if call and _assigns(replay[call - 1], "attn_backend") else call
+    return tuple(
+        compile(ast.Module(body=body, type_ignores=[]), filename, "exec", dont_inherit=True)
+        for body in (tail, replay[first : call + 1])
+    )
+
+
+def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> list[str]:
+    """The release's capture and replay code for captured `bs` of harness `runner` (CPU).
+
+    `recorder(bs, forward_mode, capturing)`, when given, is what the backend offers the runner as
+    record_forward_metadata_cuda_graph. Returns what happened, in order: "capture" (the backend's
+    metadata capture), "record" / "forward" (prefixed "captured " inside the graph capture), and
+    "replay: N launches" (Triton launches of the backend's replay after capture).
+    """
+    from .counters import count_replay
+    from .cuda_graph import RunnerBackend
+
+    capture_code, replay_code = runner_code(source, filename)
+    events: list[str] = []
+    state = SimpleNamespace(capturing=False)
+    backend = runner.backend
+
+    class Backend(RunnerBackend):
+        def init_forward_metadata_capture_cuda_graph(self, *args, **kwargs):
+            events.append("capture")
+            return backend.init_forward_metadata_capture_cuda_graph(*args, **kwargs)
+
+    def prefix() -> str:
+        return "captured " if state.capturing else ""
+
+    def record(bs, forward_mode):
+        events.append(prefix() + "record")
+        recorder(bs, forward_mode, lambda: state.capturing)
+
+    def forward(input_ids, positions, forward_batch):
+        events.append(prefix() + "forward")
+        return torch.zeros(())
+
+    def capture_graph(graph, pool, stream, run_once_fn):
+        state.capturing = True
+        try:
+            return run_once_fn()
+        finally:
+            state.capturing = False
+
+    attn_backend = Backend(backend, record if recorder else None)
+    tokens = bs * runner.tokens_per_req
+    buffers = SimpleNamespace(
+        req_pool_indices=runner.req_pool_indices,
+        seq_lens=runner.seq_lens,
+        encoder_lens=None,
+    )
+    forward_batch = SimpleNamespace(
+        forward_mode=runner.forward_mode,
+        spec_info=runner._spec_info(bs),
+        attn_backend=attn_backend,
+        positions=torch.zeros(tokens, dtype=torch.int64),
+        dp_padding_mode=SimpleNamespace(is_max_len=lambda: False),
+        seq_lens_sum=int(runner.seq_lens_cpu[:bs].sum()),
+    )
+    this = SimpleNamespace(
+        model_runner=SimpleNamespace(attn_backend=attn_backend, tp_group=SimpleNamespace(barrier=lambda: None)),
+        pp_size=1,
+        enable_pdmux=False,
+        is_encoder_decoder=False,
+        seq_len_fill_value=runner.fill_value,
+        capture_forward_mode=runner.forward_mode,
+        deepep_adapter=SimpleNamespace(capture=lambda is_extend_in_batch: None),
+        device_module=SimpleNamespace(synchronize=lambda: None, graph_pool_handle=lambda: "pool"),
+        _capture_graph=capture_graph,
+        req_pool_indices=runner.req_pool_indices,  # 0.5.5-0.5.5.post2 keep the static inputs on self
+        seq_lens=runner.seq_lens,
+    )
+    pool = SimpleNamespace(handle=None)
+    namespace = {
+        "__builtins__": builtins,
+        "self": this,
+        "bs": bs,
+        "num_tokens": tokens,
+        "raw_bs": bs,
+        "input_ids": torch.zeros(tokens, dtype=torch.int64),
+        "req_pool_indices": runner.req_pool_indices[:bs],
+        "seq_lens": runner.seq_lens[:bs],
+        "seq_lens_cpu": runner.seq_lens_cpu[:bs],
+        "encoder_lens": None,
+        "buffers": buffers,
+        "forward_batch": forward_batch,
+        "forward": forward,
+        "attn_backend": attn_backend,
+        "graph": None,
+        "stream": None,
+        "global_dp_buffer_len": None,
+        "pp_proxy_tensors": None,
+        "inspect": __import__("inspect"),
+        "PPProxyTensors": dict,
+        "set_dp_buffer_len": lambda *args: None,
+        "set_is_extend_in_batch": lambda flag: None,
+        "set_graph_pool_id": lambda pool_id: None,
+        "get_global_graph_memory_pool": lambda: pool.handle,
+        "set_global_graph_memory_pool": lambda handle: setattr(pool, "handle", handle),
+        "get_current_stream_idx": lambda: 0,
+    }
+    exec(capture_code, namespace)
+    with count_replay() as counts:
+        exec(replay_code, namespace)
+    return events + [f"replay: {counts.triton_launches} launches"]

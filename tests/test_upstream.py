@@ -137,7 +137,7 @@ def test_conflict_without_resolution_names_release_patch_and_hunk(tmp_path):
 # -- export: dist/sglang-<version>/ as upstream takes it -------------------------------------------
 
 from harness.export import COVER, export  # noqa: E402
-from harness.releases import UPSTREAM_DIR, WHEEL_DIR, wheel_files  # noqa: E402
+from harness.releases import release_files, upstream_roots  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -147,13 +147,16 @@ def exported(tmp_path_factory):
 
 
 def release_tree(root: Path, version: str) -> None:
-    """The files the series touches as they sit in sglang's repository: nsa_backend.py and nsa/."""
-    for path, data in wheel_files(version).items():
-        rel = path[len(WHEEL_DIR) + 1 :]
-        if rel == "nsa_backend.py" or rel.startswith("nsa/"):
-            target = root / UPSTREAM_DIR / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+    """The files the series touches as they sit in sglang's repository (every pinned upstream file)."""
+    for rel, data in release_files(version).items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def python_files(root: Path) -> list[Path]:
+    """Every .py file under the upstream paths the series touches."""
+    return [p for top in upstream_roots() for p in ([root / top] if top.endswith(".py") else (root / top).rglob("*.py"))]
 
 
 @pytest.mark.parametrize("version", Table.load().versions)
@@ -182,7 +185,7 @@ def test_export_git_am_and_quilt_push(exported, version, tmp_path):
     release_tree(quilt, version)
     for name in names:
         subprocess.run(["patch", "-p1", "--batch", "--forward", "-s", "-i", str(folder / name)], cwd=quilt, check=True)
-    for path in (am / UPSTREAM_DIR).rglob("*.py"):
+    for path in python_files(am):
         assert (quilt / path.relative_to(am)).read_bytes() == path.read_bytes(), path
 
     if shutil.which("quilt"):
@@ -190,7 +193,7 @@ def test_export_git_am_and_quilt_push(exported, version, tmp_path):
         release_tree(real, version)
         shutil.copytree(folder, real / "patches")
         subprocess.run(["quilt", "push", "-a", "-q"], cwd=real, check=True, env=dict(os.environ, QUILT_PATCHES="patches"))
-        for path in (am / UPSTREAM_DIR).rglob("*.py"):
+        for path in python_files(am):
             assert (real / path.relative_to(am)).read_bytes() == path.read_bytes(), path
 
 
