@@ -3,7 +3,7 @@
     python3 -m bench.graph_demo OUT.json          (after `python -m harness build`; NSA_USE_BUILD=1)
 
 1. For each captured bs, one torch.cuda.CUDAGraph holds the final stage's metadata launch
-   (backend.record_target_verify_metadata) and a small consumer that reads page_table_1,
+   (backend.record_forward_metadata_cuda_graph) and a small consumer that reads page_table_1,
    real_page_table and nsa_cache_seqlens_int32. Replays with new lengths and pool indices written
    into the static inputs are checked, buffer by buffer, against eager baseline replays.
 2. Host µs per step: the graph runner's input copies, the backend replay call and replay(), against

@@ -36,6 +36,6 @@ def capture(runner: GraphRunner, bs: int, with_metadata: bool) -> tuple[torch.cu
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         if with_metadata:
-            runner.backend.record_target_verify_metadata(bs)
+            runner.backend.record_forward_metadata_cuda_graph(bs, runner.forward_mode)
         out.copy_(consumer(md))
     return graph, out
