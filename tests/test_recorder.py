@@ -4,9 +4,10 @@ import pytest
 
 from harness import stages
 from harness.compare import captured_state, first_mismatch
+from harness.runner import MODES
 from harness.scenarios import Scenario
 
-FUSED_MODES = ("target_verify",)  # the modes the final stage writes in one launch
+FUSED_MODES = MODES  # the final stage writes every mode in one launch
 
 
 def _scenario(mode: str) -> Scenario:
