@@ -7,7 +7,9 @@ On a CPU machine only the stage verdicts are computed (Triton through its interp
 runs this where a machine's verdicts.json is missing. Checks:
 
 - every stage against baseline over the harness's scenario matrix, whole buffers, on the GPU;
-- each stage's replay under torch.cuda.set_sync_debug_mode("error");
+- each stage's replay in every mode (target verify, decode, draft extend) under
+  torch.cuda.set_sync_debug_mode("error"); the run fails, after writing the JSON, when the final
+  stage syncs in any mode;
 - upstream's fused_dsa_target_verify_metadata (NSA_UPSTREAM_WHEEL) in lockstep with baseline over
   replay sequences whose later batches are shorter, so stale columns are in play: whole-buffer
   verdict, and a valid-only verdict (page tables compared on columns < each row's kv length).
@@ -25,11 +27,11 @@ DEVICE = triton_device()  # before triton is imported
 
 import torch  # noqa: E402
 
-from bench.inputs import Config, prepared_runner  # noqa: E402
 from bench.machine import environment  # noqa: E402
 from bench.peers import load_upstream_peer, upstream_call  # noqa: E402
 from harness import stages  # noqa: E402
 from harness.compare import captured_state, first_mismatch  # noqa: E402
+from harness.runner import MODES  # noqa: E402
 from harness.scenarios import Scenario, matrix  # noqa: E402
 from harness.verify import compare_stage  # noqa: E402
 
@@ -38,22 +40,39 @@ def stage_verdicts() -> list[dict]:
     return [compare_stage(stage, scenario, DEVICE).as_dict() for stage in stages.patched() for scenario in matrix()]
 
 
+def sync_scenario(mode: str) -> Scenario:
+    """One padded batch per mode (raw bs below the captured 8), long enough for several column blocks."""
+    return Scenario(num_draft_tokens=4, page_size=64, index_topk=2048, mode=mode, context_len=4096,
+                    capture_bs=(8, 16), replays=2, seed=3)
+
+
 def sync_check() -> dict:
-    """Each stage's replay under torch.cuda.set_sync_debug_mode("error")."""
-    config = Config(bs=8, D=4, page_size=64, maxlen=1004, context_len=4096, spread=False)
+    """mode -> stage -> verdict: one replay under torch.cuda.set_sync_debug_mode("error")."""
     out = {}
-    for name in stages.names():
-        runner = prepared_runner(stages.load(name), config, "cuda")
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            runner.replay_metadata(config.bs)
-            out[name] = "no device sync"
-        except RuntimeError as e:
-            out[name] = f"syncs: {str(e).splitlines()[0]}"
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
+    for mode in MODES:
+        scenario = sync_scenario(mode)
+        out[mode] = {}
+        for name in stages.names():
+            runner = scenario.runner(stages.load(name), "cuda")
+            batches = list(scenario.batches("cuda"))
+            runner.replay(batches[0])  # warm-up: compiles, fills the arange cache
+            bs = runner.prepare(batches[1])  # the runner's own host work stays outside the check
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                runner.replay_metadata(bs)
+                out[mode][name] = "no device sync"
+            except RuntimeError as e:
+                out[mode][name] = f"syncs: {str(e).splitlines()[0]}"
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
     return out
+
+
+def final_stage_syncs(sync: dict) -> list[str]:
+    """The modes in which the final stage's replay synced the device, with the verdict."""
+    final = stages.final()
+    return [f"{mode}: {verdicts[final]}" for mode, verdicts in sync.items() if verdicts[final] != "no device sync"]
 
 
 def valid_only_equal(ref, got, bs: int, draft: int) -> bool:
@@ -105,12 +124,15 @@ def main(out_path: str) -> None:
         return
     result["sync"] = sync_check()
     print("sync:", result["sync"], flush=True)
+    syncing = final_stage_syncs(result["sync"])
     peer, note = load_upstream_peer()
     result["peer_note"] = note
     result["peer"] = peer_verdicts(peer) if peer else []
     for row in result["peer"]:
         print("peer:", row, flush=True)
     write_json(out_path, result)
+    if syncing:
+        raise SystemExit(f"the final stage {stages.final()} syncs the device: {'; '.join(syncing)}")
 
 
 def write_json(path: str, result: dict) -> None:

@@ -17,7 +17,7 @@ from .env import triton_device
 triton_device("cpu")  # before triton is imported: the CLI runs on CPU unless NSA_DEVICE=cuda
 
 from . import stages  # noqa: E402
-from .runner import ReplayInputError  # noqa: E402
+from .runner import MODES, ReplayInputError  # noqa: E402
 from .series import SeriesError, Series  # noqa: E402
 
 
@@ -102,13 +102,17 @@ def cmd_ops(args):
     from .verify import count_ops
 
     rows = []
-    for stage in args.stage or stages.names():
-        for bs in args.bs:
-            c = count_ops(stage, bs, args.device)
-            rows.append({"stage": stage, "bs": bs, **c.as_dict()})
-    table = [f"{'stage':>13} {'bs':>4} {'device kernels':>15} {'device views':>13} {'host ops':>9} {'triton':>7}"]
+    for mode in args.mode:
+        for stage in args.stage or stages.names():
+            for bs in args.bs:
+                c = count_ops(stage, bs, args.device, mode=mode)
+                rows.append({"mode": mode, "stage": stage, "bs": bs, **c.as_dict()})
+    table = [
+        f"{'mode':>13} {'stage':>13} {'bs':>4} {'device kernels':>15} {'device views':>13} {'host ops':>9} {'triton':>7}"
+    ]
     table += [
-        f"{r['stage']:>13} {r['bs']:>4} {r['device_kernels']:>15} {r['device_views']:>13} {r['host_ops']:>9} {r['triton_launches']:>7}"
+        f"{r['mode']:>13} {r['stage']:>13} {r['bs']:>4} {r['device_kernels']:>15} {r['device_views']:>13} "
+        f"{r['host_ops']:>9} {r['triton_launches']:>7}"
         for r in rows
     ]
     _emit(args, rows, "\n".join(table))
@@ -168,8 +172,9 @@ def main(argv=None) -> int:
     )
     v.add_argument("stage", nargs="*", help=f"stages (default: all, plus '{stages.WORKTREE}' when vendor_stub/ is edited)")
     v.set_defaults(fn=cmd_verify)
-    o = sub.add_parser("ops", help="aten ops and Triton launches per replay, stage x bs")
+    o = sub.add_parser("ops", help="aten ops and Triton launches per replay, mode x stage x bs")
     o.add_argument("stage", nargs="*")
+    o.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES))
     o.add_argument("--bs", type=int, nargs="+", default=[1, 32, 128])
     o.set_defaults(fn=cmd_ops)
     u = sub.add_parser(

@@ -227,6 +227,6 @@ def capture(runner: GraphRunner, bs: int, with_metadata: bool) -> tuple[torch.cu
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         if with_metadata:
-            recorder(runner.backend, torch.cuda.is_current_stream_capturing)(bs, runner.forward_mode)
+            runner.backend.record_forward_metadata_cuda_graph(bs, runner.forward_mode)
         out.copy_(consumer(md))
     return graph, out

@@ -36,22 +36,30 @@ class Mutation:
 
 
 MUTATIONS = (
-    Mutation("real_page_table: last page of a row dropped", "live_pages = first_cols < max_seqlen_k",
-             "live_pages = first_cols + 1 < max_seqlen_k"),
+    Mutation("real_page_table: last page of a row dropped", "mask=first_cols < tl.where(rows > d, max_seqlen_k, 0)",
+             "mask=first_cols + 1 < tl.where(rows > d, max_seqlen_k, 0)"),
     Mutation("real_page_table: page shift as floor division", "mask=live_pages) >> LOG2_PAGE_SIZE",
              "mask=live_pages) // (1 << LOG2_PAGE_SIZE)"),
     Mutation("cache_seqlens: last request masked out", "live = req < BS", "live = req < BS - 1"),
-    Mutation("max_seqlen_k one short", "tl.minimum(longest + DRAFT, WIDTH)", "tl.minimum(longest + DRAFT - 1, WIDTH)"),
-    Mutation("page_table_1: tail stores one column too many", "in_tail = tail < max_seqlen_k",
-             "in_tail = tail <= max_seqlen_k"),
-    Mutation("page_table_1: body stores past max_seqlen_k", "body = cols < body_end", "body = cols < body_end + 16"),
+    Mutation("max_seqlen_k one short", "tl.minimum(longest + KV_EXTRA, WIDTH)",
+             "tl.minimum(longest + KV_EXTRA - 1, WIDTH)"),
+    Mutation("page_table_1: tail stores one column too many", "mask=tail < tl.where(rows > d, max_seqlen_k, 0)",
+             "mask=tail <= tl.where(rows > d, max_seqlen_k, 0)"),
+    Mutation("page_table_1: body stores past max_seqlen_k", "row_body_end = tl.where(rows > d, body_end, 0)",
+             "row_body_end = tl.where(rows > d, body_end + 16, 0)"),
     Mutation("page_table_1: body aligned to 32, tail still 16", "body_end = (max_seqlen_k // 16) * 16",
              "body_end = (max_seqlen_k // 32) * 32"),
     Mutation("nsa_cache_seqlens: topk clamp one short", "tl.minimum(expanded, TOPK)", "tl.minimum(expanded, TOPK - 1)"),
     Mutation("cu_seqlens_k: carry between scan chunks dropped", "kv_before += tl.sum(kv, 0)",
              "kv_before += tl.sum(kv, 0) * 0"),
-    Mutation("nsa_cu_seqlens_k: carry between scan chunks dropped", "nsa_before += tl.sum(row_total, 0)",
-             "nsa_before += tl.sum(row_total, 0) * 0"),
+    Mutation("nsa_cu_seqlens_k: carry between scan chunks dropped", "nsa_before += tl.sum(req_total, 0)",
+             "nsa_before += tl.sum(req_total, 0) * 0"),
+    Mutation("draft extend: a request's first row counts its own accept length", "before = some_req < req",
+             "before = some_req <= req"),
+    Mutation("draft extend: length scan's row carry between chunks dropped", "rows_before += tl.sum(q, 0)",
+             "rows_before += tl.sum(q, 0) * 0"),
+    Mutation("draft extend: one row too many per request", "rows = tl.minimum(tl.maximum(rows, 0), DRAFT)",
+             "rows = tl.minimum(tl.maximum(rows, 0), DRAFT) + 1"),
 )
 
 

@@ -49,12 +49,14 @@ class Scenario:
     seed: int = 0
     token_values: str = "small"  # a key of TOKEN_VALUES
     lengths: str = "random"  # or "page_boundaries"
+    accept: str = "random"  # draft extend's accept lengths: or "all-1", "all-D", "seq_len" (== seq_len)
 
     @property
     def name(self) -> str:
         mode = {"target_verify": "tv", "decode": "dec", "draft_extend": "dx"}[self.mode]
         profile = "".join(
-            f"-{value}" for value, default in ((self.token_values, "small"), (self.lengths, "random"))
+            f"-{value}"
+            for value, default in ((self.token_values, "small"), (self.lengths, "random"), (self.accept, "random"))
             if value != default
         )
         return (
@@ -117,6 +119,10 @@ class Scenario:
             accept = None
             if self.mode == "draft_extend":
                 accept = torch.randint(1, self.num_draft_tokens + 1, (raw_bs,), generator=g, dtype=torch.int32)
+                if self.accept in ("all-1", "all-D"):
+                    accept.fill_(1 if self.accept == "all-1" else self.num_draft_tokens)
+                elif self.accept == "seq_len":  # every request but the longest accepts its whole length
+                    lens[1:] = accept[1:]
                 accept = accept.to(device)
             yield Batch(pool.to(device), lens.to(dtype).to(device), accept)
 
@@ -137,6 +143,15 @@ def matrix() -> list[Scenario]:
         )
     for mode, ps in itertools.product(("decode", "draft_extend"), (1, 64)):
         out.append(Scenario(num_draft_tokens=3, page_size=ps, index_topk=48, mode=mode, seed=7 + ps))
+    # Draft extend's accept lengths at their edges, topk clamping and not; both modes up to bs 256 with
+    # several captured bs sharing one page table, padded slots at sglang's fill values.
+    for accept, ps, topk in (("all-1", 1, 4096), ("all-D", 64, 48), ("seq_len", 64, 4096)):
+        out.append(Scenario(num_draft_tokens=4, page_size=ps, index_topk=topk, mode="draft_extend",
+                            accept=accept, seed=60 + ps))
+    for mode, ps in (("draft_extend", 64), ("decode", 1)):
+        out.append(Scenario(num_draft_tokens=4, page_size=ps, index_topk=100, mode=mode, context_len=192,
+                            capture_bs=(1, 7, 64, 256), seq_lens_dtype="int64", replays=3, seed=70 + ps))
+    out.append(Scenario(num_draft_tokens=2, page_size=64, index_topk=4096, mode="decode", seed=80))
     # The kernels' edges: long drafts, a batch the length scan takes in several chunks (D=16: 128
     # requests a chunk), lengths at page and tail boundaries, entries at the int32 limits.
     for d, ps in ((9, 64), (16, 1)):

@@ -80,20 +80,27 @@ def compare_lockstep(reference, peers: dict[str, object], scenario: Scenario, de
     return {label: verdicts[label] for label in peers}
 
 
-def count_ops(stage: str, bs: int, device="cpu", num_draft_tokens=4, page_size=64, context_len=256) -> ReplayCounts:
-    """Ops and launches of one target-verify replay at captured `bs` (steady state, after a warm-up)."""
+def count_ops(
+    stage: str, bs: int, device="cpu", num_draft_tokens=4, page_size=64, context_len=256, mode="target_verify"
+) -> ReplayCounts:
+    """Ops and launches of one `mode` replay at captured `bs` (steady state, after a warm-up)."""
     scenario = Scenario(
         num_draft_tokens=num_draft_tokens,
         page_size=page_size,
         index_topk=48,
+        mode=mode,
         context_len=context_len,
         capture_bs=(bs,),
     )
     runner = scenario.runner(stages.load(stage), device)
     g = torch.Generator().manual_seed(bs)
-    lens = torch.randint(1, context_len - num_draft_tokens + 1, (bs,), generator=g, dtype=torch.int32)
+    lowest = num_draft_tokens if mode == "draft_extend" else 1  # every accept length fits
+    lens = torch.randint(lowest, context_len - num_draft_tokens + 1, (bs,), generator=g, dtype=torch.int32)
     pool = torch.randint(0, scenario.pool_size, (bs,), generator=g, dtype=torch.int32)
-    batch = Batch(pool.to(device), lens.to(device))
+    accept = None
+    if mode == "draft_extend":
+        accept = torch.randint(1, num_draft_tokens + 1, (bs,), generator=g, dtype=torch.int32).to(device)
+    batch = Batch(pool.to(device), lens.to(device), accept)
     runner.replay(batch)  # warm-up: JIT compile and the arange cache stay out of the count
     runner.prepare(batch)
     with count_replay([runner.seq_lens_cpu]) as counts:

@@ -3,31 +3,46 @@
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from strategies import target_verify_scenarios
+from hypothesis import strategies as st
+from strategies import mode_scenarios, target_verify_scenarios
 
 from harness import stages
 from harness.compare import captured_state, first_mismatch
+from harness.runner import MODES
 from harness.scenarios import Scenario, matrix
 from harness.verify import compare_stage
 
 
 def test_final_stage_reads_no_host_lengths():
     # Poison seq_lens_cpu after the graph runner filled it: what the series ships must not notice
-    # (its launch lives in the CUDA graph, where no host value is read).
-    scenario = Scenario(num_draft_tokens=3, page_size=64, index_topk=48, context_len=320, capture_bs=(2, 4))
-    ref = scenario.runner(stages.load(stages.BASELINE))
-    got = scenario.runner(stages.load(stages.final()))
-    for i, batch in enumerate(scenario.batches()):
-        ref.replay(batch)
-        bs = got.prepare(batch)
-        got.seq_lens_cpu.fill_(10**6)
-        got.replay_metadata(bs)
-        mismatch = first_mismatch(captured_state(ref.backend), captured_state(got.backend))
-        assert mismatch is None, f"replay {i}: {mismatch}"
+    # in any mode (its launch lives in the CUDA graph, where no host value is read).
+    for mode in MODES:
+        scenario = Scenario(num_draft_tokens=3, page_size=64, index_topk=48, mode=mode, context_len=320,
+                            capture_bs=(2, 4))
+        ref = scenario.runner(stages.load(stages.BASELINE))
+        got = scenario.runner(stages.load(stages.final()))
+        for i, batch in enumerate(scenario.batches()):
+            ref.replay(batch)
+            bs = got.prepare(batch)
+            got.seq_lens_cpu.fill_(10**6)
+            got.replay_metadata(bs)
+            mismatch = first_mismatch(captured_state(ref.backend), captured_state(got.backend))
+            assert mismatch is None, f"{mode} replay {i}: {mismatch}"
 
 
-@pytest.mark.parametrize("scenario", matrix(), ids=lambda s: s.name)
-@pytest.mark.parametrize("stage", stages.patched())
+# A stage that does not touch a mode runs the same source lines as the stage before it in that mode
+# (stages.touching), so each scenario is replayed on the stages that touch its mode, and on the final
+# stage, what the series ships.
+@pytest.mark.parametrize(
+    "stage, scenario",
+    [
+        (stage, scenario)
+        for scenario in matrix()
+        for stage in stages.patched()
+        if stage in stages.touching(scenario.mode) or stage == stages.final()
+    ],
+    ids=lambda x: x if isinstance(x, str) else x.name,
+)
 def test_stage_bit_exact(stage, scenario):
     verdict = compare_stage(stage, scenario)
     assert verdict.exact, f"{stage} {scenario.name} {verdict.describe()}"
@@ -42,6 +57,15 @@ def test_stage_bit_exact(stage, scenario):
 @given(scenario=target_verify_scenarios(replays=5))
 def test_stage_bit_exact_fuzz(stage, scenario):
     verdict = compare_stage(stage, scenario)
+    assert verdict.exact, f"{scenario}: {verdict.describe()}"
+
+
+@pytest.mark.parametrize("mode", ["decode", "draft_extend"])  # target verify: the fuzz above
+@settings(max_examples=15, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_final_stage_bit_exact_fuzz_in_every_mode(mode, data):
+    scenario = data.draw(mode_scenarios(mode, replays=5))
+    verdict = compare_stage(stages.final(), scenario)
     assert verdict.exact, f"{scenario}: {verdict.describe()}"
 
 

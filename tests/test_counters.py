@@ -40,3 +40,12 @@ def test_final_stage_is_one_launch_and_reads_no_host_value(counts):
     assert c.triton_launches == 1 and c.device_kernels == 0
     # what is left are the shared prologue's slices (views, no kernel): no seq_lens_cpu.max().item()
     assert set(c.ops) == {"slice"}, c.ops
+
+
+@pytest.mark.parametrize("mode", ["decode", "draft_extend"])  # target verify: the test above
+def test_final_stage_is_one_launch_in_every_mode_at_every_bs(mode):
+    for bs in (1, 32, 128, 256):
+        c = count_ops(stages.final(), bs, mode=mode)
+        assert (c.triton_launches, c.device_kernels) == (1, 0), (mode, bs, c.ops)
+        # no accept_length.tolist(), no seq_lens_cpu.max().item(): only the prologue's slices
+        assert set(c.ops) <= {"slice"}, (mode, bs, c.ops)

@@ -66,3 +66,42 @@ def test_negative_pool_index_wraps_as_torch_indexing(stage, pool):
         runner.copy_inputs(_batch(pool, [70, 129]), 2)
         runner.replay_metadata(2)
     assert first_mismatch(captured_state(ref.backend), captured_state(got.backend)) is None
+
+
+def _mode_scenario(mode: str) -> Scenario:
+    # int64 seq_lens: in decode, an int32 static seq_lens would be cache_seqlens_int32 itself (upstream's
+    # capture casts it with .to(torch.int32)), so copying the inputs would already change a buffer.
+    return Scenario(num_draft_tokens=3, page_size=64, index_topk=48, mode=mode, capture_bs=(2, 4),
+                    seq_lens_dtype="int64")
+
+
+def _accepted(pool, lens, accept) -> Batch:
+    batch = _batch(pool, lens)
+    return Batch(batch.req_pool_indices, batch.seq_lens, torch.tensor(accept, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("mode", ["decode", "draft_extend"])
+def test_final_stage_pool_index_past_req_to_token_raises_before_any_write(mode):
+    scenario = _mode_scenario(mode)
+    runner = scenario.runner(stages.load(stages.final()))
+    accept = [2, 3] if mode == "draft_extend" else None
+    make = (lambda pool, lens: _accepted(pool, lens, accept)) if accept else _batch
+    runner.replay(make([0, 1], [10, 20]))
+    before = _snapshot(runner)
+    runner.copy_inputs(make([0, scenario.pool_size], [30, 40]), 2)  # no checks: sglang's path
+    with pytest.raises(IndexError, match=r"req_pool_indices\[1\] = 16 is out of bounds"):
+        runner.replay_metadata(2)
+    assert first_mismatch(before, _snapshot(runner)) is None
+
+
+@pytest.mark.parametrize("accept, lens", [([0, 1], [10, 20]), ([1, 4], [10, 20]), ([1, 3], [10, 2])])
+def test_final_stage_refuses_accept_length_outside_its_range_before_any_write(accept, lens):
+    runner = _mode_scenario("draft_extend").runner(stages.load(stages.final()))
+    runner.replay(_accepted([0, 1], [10, 20], [2, 3]))
+    before = _snapshot(runner)
+    with pytest.raises(ReplayInputError, match=r"accept_length must lie in \[1, min\(D=3, seq_len\)\]"):
+        runner.replay(_accepted([0, 1], lens, accept))  # through the runner: its own check
+    runner.copy_inputs(_accepted([0, 1], lens, accept), 2)  # sglang's path: the launch's check on CPU
+    with pytest.raises(ValueError, match=r"accept_length\[\d\] = -?\d+ is outside \[1, min\(D=3, seq_len="):
+        runner.replay_metadata(2)
+    assert first_mismatch(before, _snapshot(runner)) is None

@@ -26,7 +26,7 @@ def kernel():
     return stages.kernel_module(stages.final())
 
 
-def captured(bs, draft, page_size, width, seed=0):
+def captured(bs, draft, page_size, width, seed=0, mode="target_verify"):
     """The buffers of one captured NSAMetadata, filled with noise that the launch must leave alone."""
     g = torch.Generator().manual_seed(seed)
     rows = bs * draft
@@ -35,11 +35,12 @@ def captured(bs, draft, page_size, width, seed=0):
         return torch.randint(-99, 99, shape, generator=g, dtype=torch.int32).to(DEVICE)
 
     table = noise(rows, width)
+    cache_seqlens = noise(bs)
     return SimpleNamespace(
         page_size=page_size,
-        cache_seqlens_int32=noise(bs),
+        cache_seqlens_int32=cache_seqlens,
         cu_seqlens_k=noise(bs + 1),
-        nsa_seqlens_expanded=noise(rows),
+        nsa_seqlens_expanded=cache_seqlens if mode == "decode" else noise(rows),  # one buffer in decode, as upstream
         nsa_cache_seqlens_int32=noise(rows),
         nsa_cu_seqlens_k=noise(rows + 1),
         page_table_1=table,
@@ -47,22 +48,30 @@ def captured(bs, draft, page_size, width, seed=0):
     )
 
 
-def reference(md, req_to_token, draft, topk, seq_lens, req_pool_indices) -> dict[str, torch.Tensor]:
-    """Plain torch, eager: every output buffer after one target-verify replay."""
+def reference(md, req_to_token, draft, topk, seq_lens, req_pool_indices, accept_length=None,
+              mode="target_verify") -> dict[str, torch.Tensor]:
+    """Plain torch, eager: every output buffer after one replay of `mode` (decode: draft is 1)."""
     out = {name: getattr(md, name).clone() for name in OUTPUTS}
     if md.page_size == 1:
         out["real_page_table"] = out["page_table_1"]
     seq = seq_lens.to(torch.int32)
-    rows, width = seq.shape[0] * draft, md.page_table_1.shape[1]
-    expanded = (seq[:, None] + torch.arange(1, draft + 1, dtype=torch.int32, device=seq.device)).flatten()
+    bs, width = seq.shape[0], md.page_table_1.shape[1]
+    cache = seq + draft if mode == "target_verify" else seq
+    q = accept_length.long().cpu() if mode == "draft_extend" else torch.full((bs,), draft)
+    rows = int(q.sum())
+    expanded = torch.cat([torch.arange(int(c) - int(n) + 1, int(c) + 1, dtype=torch.int32) for c, n in zip(cache, q)])
+    expanded = expanded.to(seq.device)
     clamped = expanded.clamp(max=topk)
-    out["cache_seqlens_int32"][:] = seq + draft
-    out["cu_seqlens_k"][1:] = torch.cumsum(seq + draft, 0)
-    out["nsa_seqlens_expanded"][:] = expanded
-    out["nsa_cache_seqlens_int32"][:] = clamped
-    out["nsa_cu_seqlens_k"][1:] = torch.cumsum(clamped, 0)
-    max_seqlen_k = min(int(seq.max()) + draft, width)
-    tokens = req_to_token[req_pool_indices.long(), :max_seqlen_k].repeat_interleave(draft, 0)
+    out["cache_seqlens_int32"][:] = cache
+    out["cu_seqlens_k"][1:] = torch.cumsum(cache, 0)
+    if mode == "decode":
+        out["nsa_seqlens_expanded"] = out["cache_seqlens_int32"]
+    else:
+        out["nsa_seqlens_expanded"][:rows] = expanded
+    out["nsa_cache_seqlens_int32"][:rows] = clamped
+    out["nsa_cu_seqlens_k"][1 : 1 + rows] = torch.cumsum(clamped, 0)
+    max_seqlen_k = min(int(cache.max()), width)
+    tokens = req_to_token[req_pool_indices.long(), :max_seqlen_k].repeat_interleave(q.to(seq.device), 0)
     out["page_table_1"][:rows, :max_seqlen_k] = tokens
     if md.page_size > 1:
         pages = -(-max_seqlen_k // md.page_size)
@@ -109,7 +118,7 @@ def test_launch_matches_plain_torch(kernel, bs, draft, page_size, width, topk, p
     g = torch.Generator().manual_seed(width)
     req_to_token = torch.randint(-(1 << 20), 1 << 20, (bs + 3, width), generator=g, dtype=torch.int32).to(DEVICE)  # floor
     seq_lens, pool = batch(bs, draft, width, bs + 3, seed=draft, dtype=dtype, padded=padded)
-    launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, topk, torch.ones_like(seq_lens),
+    launch = kernel.CudaGraphMetadataLaunch(md, req_to_token, draft, topk, torch.ones_like(seq_lens),
                                                torch.zeros_like(pool))
     expected = reference(md, req_to_token, draft, topk, seq_lens, pool)
     launch(seq_lens, pool)
@@ -121,7 +130,7 @@ def test_shorter_replay_keeps_the_longer_ones_columns(kernel):
     md = captured(bs, draft, 64, width)
     req_to_token = torch.randint(0, 1 << 20, (8, width), dtype=torch.int32, generator=torch.Generator().manual_seed(1))
     req_to_token = req_to_token.to(DEVICE)
-    launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, *_inputs(bs))
+    launch = kernel.CudaGraphMetadataLaunch(md, req_to_token, draft, 48, *_inputs(bs))
     for longest in (width - draft, 100, 5):
         seq_lens = torch.full((bs,), longest, dtype=torch.int32, device=DEVICE)
         pool = torch.randperm(8)[:bs].to(DEVICE, torch.int32)
@@ -130,36 +139,94 @@ def test_shorter_replay_keeps_the_longer_ones_columns(kernel):
         assert_buffers_equal(md, expected)
 
 
+@pytest.mark.parametrize(
+    "bs, draft, page_size, width, topk, accept",
+    [
+        (1, 1, 64, 320, 48, "all-1"),
+        (5, 3, 1, 17, 4096, "random"),  # odd width below one 16-column body
+        (5, 4, 64, 333, 40, "all-D"),  # odd width, partial last page
+        (9, 4, 64, 1000, 48, "seq_len"),  # accept_length == seq_len: expanded lengths start at 1
+        (200, 16, 1, 64, 4096, "random"),  # long drafts, a batch scanned in chunks
+        (256, 4, 64, 700, 100, "random"),  # the largest captured bs
+    ],
+)
+def test_draft_extend_launch_matches_plain_torch(kernel, bs, draft, page_size, width, topk, accept):
+    md = captured(bs, draft, page_size, width, seed=bs + draft, mode="draft_extend")
+    g = torch.Generator().manual_seed(width)
+    req_to_token = torch.randint(-(1 << 20), 1 << 20, (bs + 3, width), generator=g, dtype=torch.int32).to(DEVICE)
+    seq_lens = torch.randint(draft, width + 1, (bs,), generator=g)
+    seq_lens[0] = width
+    accept_length = {
+        "all-1": torch.ones(bs, dtype=torch.int64),
+        "all-D": torch.full((bs,), draft),
+        "random": torch.randint(1, draft + 1, (bs,), generator=g),
+        "seq_len": torch.randint(1, draft + 1, (bs,), generator=g),
+    }[accept]
+    if accept == "seq_len":
+        seq_lens[1:] = accept_length[1:]
+    seq_lens, accept_length = seq_lens.to(DEVICE, torch.int32), accept_length.to(DEVICE, torch.int32)
+    pool = torch.randint(-(bs + 3), bs + 3, (bs,), generator=g).to(DEVICE, torch.int32)
+    # as sglang's draft-extend runner captures: seq_lens at the fill value, accept_length D
+    launch = kernel.CudaGraphMetadataLaunch(md, req_to_token, draft, topk, torch.ones_like(seq_lens),
+                                            torch.zeros_like(pool), mode="draft_extend",
+                                            accept_length=torch.full_like(accept_length, draft))
+    expected = reference(md, req_to_token, draft, topk, seq_lens, pool, accept_length, mode="draft_extend")
+    launch(seq_lens, pool, accept_length)
+    assert_buffers_equal(md, expected)
+
+
+@pytest.mark.parametrize(
+    "bs, page_size, width, topk, dtype",
+    [(1, 64, 320, 48, torch.int32), (7, 1, 17, 4096, torch.int64), (64, 64, 10_000, 2048, torch.int32),
+     (256, 16, 1025, 500, torch.int64)],
+)
+def test_decode_launch_matches_plain_torch(kernel, bs, page_size, width, topk, dtype):
+    md = captured(bs, 1, page_size, width, seed=bs, mode="decode")
+    g = torch.Generator().manual_seed(width)
+    req_to_token = torch.randint(-(1 << 20), 1 << 20, (bs + 3, width), generator=g, dtype=torch.int32).to(DEVICE)
+    seq_lens, pool = batch(bs, 0, width, bs + 3, seed=bs, dtype=dtype, padded=bs // 3)
+    launch = kernel.CudaGraphMetadataLaunch(md, req_to_token, None, topk, torch.ones_like(seq_lens),
+                                            torch.zeros_like(pool), mode="decode")
+    expected = reference(md, req_to_token, 1, topk, seq_lens, pool, mode="decode")
+    launch(seq_lens, pool)
+    assert_buffers_equal(md, expected)
+    assert md.nsa_seqlens_expanded is md.cache_seqlens_int32
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the eager value checks run on CPU tensors only")
+@pytest.mark.parametrize("accepted, seq_len", [(0, 5), (4, 5), (3, 2), (-1, 5)])
+def test_draft_extend_refuses_accept_length_out_of_range_before_any_write(kernel, accepted, seq_len):
+    md = captured(2, 3, 64, 320, mode="draft_extend")
+    before = {name: getattr(md, name).clone() for name in OUTPUTS}
+    seq_lens, pool = _inputs(2)
+    launch = kernel.CudaGraphMetadataLaunch(md, _zeros(4, 320), 3, 48, seq_lens, pool, mode="draft_extend",
+                                            accept_length=torch.full((2,), 3, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"accept_length\[1\] = .* is outside \[1, min\(D=3"):
+        launch(torch.tensor([5, seq_len], dtype=torch.int32), pool, torch.tensor([1, accepted], dtype=torch.int32))
+    assert_buffers_equal(md, before)
+
+
 def test_record_launches_on_the_static_inputs(kernel):
     bs, draft, width = 3, 2, 320
     md = captured(bs, draft, 64, width)
     req_to_token = torch.arange(6 * width, dtype=torch.int32, device=DEVICE).view(6, width)
     seq_lens, pool = _inputs(bs)
-    launch = kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, seq_lens, pool)
+    launch = kernel.CudaGraphMetadataLaunch(md, req_to_token, draft, 48, seq_lens, pool)
     seq_lens.copy_(torch.tensor([40, 318, 7]))  # the graph runner refreshes the bound inputs in place
     pool.copy_(torch.tensor([5, 0, 2]))
     expected = reference(md, req_to_token, draft, 48, seq_lens, pool)
+    launch.record()  # outside a capture (a warm-up run): an eager launch that marks nothing
+    assert not launch.recorded
+    assert_buffers_equal(md, expected)
     if DEVICE == "cuda":  # as sglang's runner: eager warm-up runs, then the capture records
-        launch(seq_lens, pool)
+        md.page_table_1.zero_()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             launch.record()
+        assert launch.recorded
         graph.replay()
         torch.cuda.synchronize()
-    else:
-        launch.record()
-    assert launch.recorded
-    assert_buffers_equal(md, expected)
-
-
-@pytest.mark.skipif(DEVICE != "cuda", reason="stream capture exists on CUDA only")
-def test_record_outside_a_capture_is_refused(kernel):
-    md = captured(2, 2, 64, 320)
-    seq_lens, pool = _inputs(2)
-    launch = kernel.TargetVerifyMetadataLaunch(md, _zeros(4, 320), 2, 48, seq_lens, pool)
-    with pytest.raises(RuntimeError, match="record\\(\\) must be called inside a torch.cuda.graph capture"):
-        launch.record()
-    assert not launch.recorded
+        assert_buffers_equal(md, expected)
 
 
 def _inputs(bs=2, dtype=torch.int32):
@@ -204,7 +271,7 @@ def test_capture_refuses(kernel, change, message):
     for name, value in change.items():
         setattr(md, name, value)
     with pytest.raises(ValueError, match=message):
-        kernel.TargetVerifyMetadataLaunch(md, req_to_token, draft, 48, seq_lens, pool)
+        kernel.CudaGraphMetadataLaunch(md, req_to_token, draft, 48, seq_lens, pool)
 
 
 @pytest.mark.parametrize(
@@ -222,7 +289,7 @@ def test_capture_refuses(kernel, change, message):
 def test_replay_refuses_without_writing(kernel, seq_lens, pool, message):
     md = captured(bs=2, draft=3, page_size=64, width=320)
     before = {name: getattr(md, name).clone() for name in OUTPUTS}
-    launch = kernel.TargetVerifyMetadataLaunch(md, _zeros(4, 320) + 1, 3, 48, *_inputs())
+    launch = kernel.CudaGraphMetadataLaunch(md, _zeros(4, 320) + 1, 3, 48, *_inputs())
     with pytest.raises(ValueError, match=message):
         launch(seq_lens, pool)
     assert_buffers_equal(md, before)
@@ -232,7 +299,7 @@ def test_replay_refuses_without_writing(kernel, seq_lens, pool, message):
 def test_replay_refuses_a_pool_index_outside_req_to_token(kernel):
     md = captured(bs=2, draft=3, page_size=64, width=320)
     before = {name: getattr(md, name).clone() for name in OUTPUTS}
-    launch = kernel.TargetVerifyMetadataLaunch(md, _zeros(4, 320), 3, 48, *_inputs())
+    launch = kernel.CudaGraphMetadataLaunch(md, _zeros(4, 320), 3, 48, *_inputs())
     with pytest.raises(IndexError, match="req_pool_indices\\[1\\] = 4 is out of bounds"):
         launch(_inputs()[0], torch.tensor([-4, 4], dtype=torch.int32))
     assert_buffers_equal(md, before)

@@ -52,7 +52,7 @@ def test_untouched_modes_replay_the_same_ops(stage, mode):
 
 def test_final_stage_ships_a_kernel_module():
     kernel = stages.kernel_module(stages.final())
-    assert isinstance(kernel.TargetVerifyMetadataLaunch, type)
+    assert isinstance(kernel.CudaGraphMetadataLaunch, type)
 
 
 def test_baseline_has_no_kernel_module():
