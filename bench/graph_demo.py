@@ -37,7 +37,7 @@ from bench.peers import empty_launch  # noqa: E402
 from bench.timing import captured_launch, kernel_us  # noqa: E402
 from harness import stages  # noqa: E402
 from harness.compare import captured_state, first_mismatch  # noqa: E402
-from harness.cuda_graph import RECORDER, TARGET_VERIFY_RECORDER, forward_batch, graph_runner, recorded_against  # noqa: E402
+from harness.cuda_graph import RECORDER, forward_batch, graph_runner, recorded_against  # noqa: E402
 from harness.runner import Batch  # noqa: E402
 from harness.scenarios import Scenario  # noqa: E402
 
@@ -51,10 +51,10 @@ VARIANTS = ("recorded", "unrecorded", "baseline", "consumer_only", "copies")
 
 
 def recording_stage() -> str:
-    """The first stage whose backend can record its metadata (by either name)."""
+    """The first stage whose backend can record its metadata."""
     for name in stages.patched():
         backend = stages.load(name).NativeSparseAttnBackend
-        if hasattr(backend, RECORDER) or hasattr(backend, TARGET_VERIFY_RECORDER):
+        if hasattr(backend, RECORDER):
             return name
     raise LookupError("no stage of the series offers a metadata recorder")
 

@@ -66,7 +66,7 @@ def measure(config: Config, final, peer, bandwidth: float | None) -> dict:
     bs = config.bs
     md = runner.backend.decode_cuda_graph_metadata[bs]
     seq_lens, pool = runner.seq_lens[:bs], runner.req_pool_indices[:bs]
-    launch = stages.kernel_module(stages.final()).TargetVerifyMetadataLaunch(
+    launch = stages.kernel_module(stages.final()).CudaGraphMetadataLaunch(
         md, runner.backend.req_to_token, config.D, config.topk, seq_lens, pool)
     gpu = DEVICE == "cuda"
     kernels = {"final": lambda: launch(seq_lens, pool)}

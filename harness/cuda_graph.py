@@ -14,15 +14,17 @@ body again, so the same flow runs there (what is recorded runs at replay()).
 from __future__ import annotations
 
 import importlib
+import sys
 from types import SimpleNamespace
+from unittest import mock
 
 import torch
 
 from .compare import captured_state, first_mismatch
 from .runner import GraphRunner
+from .stages import kernel_module_of
 
 RECORDER = "record_forward_metadata_cuda_graph"  # what the patched graph runner calls
-TARGET_VERIFY_RECORDER = "record_target_verify_metadata"  # stage graph's name, before the rename
 
 
 def consumer(md) -> torch.Tensor:
@@ -42,23 +44,18 @@ def standins(module):
 def recorder(backend, capturing):
     """The backend's metadata recorder as the patched runner calls it, or None if it has none.
 
-    Stage graph names it record_target_verify_metadata(bs) and refuses outside a capture; this
-    gives it the runner's contract: a warm-up (`capturing()` false) launches eagerly on the
-    static inputs.
+    On CUDA it is the backend's own method: its launch objects see the stream capture. On CPU no
+    stream capture exists, so while `capturing()` (the stand-in graph's capture) the kernel
+    module's capture check answers True, as CUDA's does inside torch.cuda.graph.
     """
-    if hasattr(backend, RECORDER):
-        return getattr(backend, RECORDER)
-    if not hasattr(backend, TARGET_VERIFY_RECORDER):
-        return None
+    method = getattr(backend, RECORDER, None)
+    if method is None or torch.device(backend.device).type == "cuda":
+        return method
+    kernel = kernel_module_of(sys.modules[type(backend).__module__])
 
     def record(bs: int, forward_mode) -> None:
-        if not forward_mode.is_target_verify():
-            return
-        if capturing():
-            getattr(backend, TARGET_VERIFY_RECORDER)(bs)
-        else:
-            launch = backend.target_verify_launches[bs]
-            launch(*launch.static_inputs)
+        with mock.patch.object(kernel, "_is_capturing", lambda device: capturing()):
+            method(bs, forward_mode)
 
     return record
 
@@ -205,14 +202,6 @@ def forward_batch(runner: GraphRunner, batch) -> SimpleNamespace:
         spec_info=runner._spec_info(runner.capture_bs[-1]),
         forward_mode=runner.forward_mode,
     )
-
-
-def warm_launches(module, scenario) -> None:
-    """Compile every captured bs's launch on a scratch runner: compiling inside a capture fails, and a
-    warm-up on the compared runner would write buffers the baseline never wrote."""
-    scratch = scenario.runner(module, "cuda")
-    for launch in scratch.backend.target_verify_launches.values():
-        launch(*launch.static_inputs)
 
 
 def capture(runner: GraphRunner, bs: int, with_metadata: bool) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:

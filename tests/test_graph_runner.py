@@ -10,7 +10,7 @@ import torch
 from harness import stages
 from harness.compare import captured_state, first_mismatch
 from harness.counters import count_replay
-from harness.cuda_graph import RECORDER, forward_batch, graph_runner, recorded_against, recorder, standins
+from harness.cuda_graph import forward_batch, graph_runner, recorded_against, standins
 from harness.releases import REPO_PREFIX, UPSTREAM_FILES, map_patch, to_upstream
 from harness.scenarios import Scenario, matrix
 from harness.series import PATCH_DIR, STUB_DIR, Series, stage_name
@@ -110,19 +110,6 @@ def test_replay_prepare_launches_nothing_once_recorded(record, launches):
             graphs.replay_prepare(fb)
         assert counts.triton_launches == launches
         assert counts.device_kernels == 3  # the input copies, in every variant alike
-
-
-def test_recorder_adapts_the_target_verify_name_until_the_rename():
-    backend = stages.load(stages.final()).NativeSparseAttnBackend
-    if hasattr(backend, RECORDER):
-        pytest.skip(f"the backend offers {RECORDER} itself")
-    runner = SMALL.runner(stages.load(stages.final()))
-    calls = []
-    runner.backend.record_target_verify_metadata = lambda bs: calls.append(bs)
-    record = recorder(runner.backend, lambda: True)
-    record(4, runner.module.ForwardMode.DECODE)  # nothing recorded for other modes
-    record(4, runner.module.ForwardMode.TARGET_VERIFY)
-    assert calls == [4]
 
 
 def test_stub_runner_regions_are_pinned():

@@ -10,14 +10,8 @@ from harness.series import Series
 from harness.upstream import RECORDING, graph_runner_verdict
 from harness.upstream_exec import load_release
 
-# 0.5.5.x's backend has no self.nsa_decode_impl (the decode impl is the module global
-# NSA_DECODE_IMPL there), which patch 0005's recorder reads for its flashmla_kv refusal: recording
-# raises at capture on 0.5.5-0.5.5.post3 until the recorder reads what those releases have.
-NO_DECODE_IMPL_ATTRIBUTE = pytest.mark.xfail(
-    strict=True, raises=AttributeError, reason="0.5.5.x: the recorder reads self.nsa_decode_impl, absent there"
-)
 # The oldest release (no attn_backend local, static inputs on self), the reference and the newest.
-RELEASES = (pytest.param("0.5.5", marks=NO_DECODE_IMPL_ATTRIBUTE), "0.5.6", "0.5.9")
+RELEASES = ("0.5.5", "0.5.6", "0.5.9")
 
 
 @pytest.fixture(scope="module")

@@ -104,9 +104,9 @@ def main(out: str) -> None:
         pool = torch.randperm(bs + 8, device="cuda")[:bs].to(torch.int32)
         reference, bound_meta, fallback_meta = (poison(launch_buffers(bs, D, PAGE, WIDTH, "cuda"), seed=bs)
                                                 for _ in range(3))
-        plain = kernel.TargetVerifyMetadataLaunch(reference, req_to_token, D, TOPK, seq_lens, pool)
-        bound = BoundLaunch(kernel.TargetVerifyMetadataLaunch(bound_meta, req_to_token, D, TOPK, seq_lens, pool))
-        fallback = BoundLaunch(kernel.TargetVerifyMetadataLaunch(fallback_meta, req_to_token, D, TOPK, seq_lens, pool))
+        plain = kernel.CudaGraphMetadataLaunch(reference, req_to_token, D, TOPK, seq_lens, pool)
+        bound = BoundLaunch(kernel.CudaGraphMetadataLaunch(bound_meta, req_to_token, D, TOPK, seq_lens, pool))
+        fallback = BoundLaunch(kernel.CudaGraphMetadataLaunch(fallback_meta, req_to_token, D, TOPK, seq_lens, pool))
         for written_at_bind in (bound_meta, fallback_meta):  # binding launched once: poison again
             poison(written_at_bind, seed=bs)
         plain(seq_lens, pool)

@@ -152,7 +152,7 @@ def main(out: str, *names: str) -> None:
         launches, outputs = {}, {}
         for name, module in modules.items():
             meta = poison(launch_buffers(bs, D, page, width, "cuda"), seed=bs + width)
-            launches[name] = module.TargetVerifyMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
+            launches[name] = module.CudaGraphMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
             launches[name](seq_lens, pool)
             outputs[name] = meta
         exact = {}

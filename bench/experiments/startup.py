@@ -44,7 +44,7 @@ def _one_start() -> dict:
         pool = torch.zeros(bs, dtype=torch.int32, device="cuda")
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        launch = kernel.TargetVerifyMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
+        launch = kernel.CudaGraphMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
         torch.cuda.synchronize()
         per_bs[bs] = time.perf_counter() - t0
         t0 = time.perf_counter()
