@@ -16,10 +16,12 @@ import triton
 UPSTREAM_MODULE = "sglang/kernels/ops/attention/dsa/metadata.py"
 
 
-def load_upstream_peer():
+def load_upstream_kernels():
+    """Upstream 0.5.23's metadata module (fused_dsa_{decode,target_verify,draft_extend}_metadata),
+    read from the wheel NSA_UPSTREAM_WHEEL names; (None, why) where it cannot run."""
     wheel = os.environ.get("NSA_UPSTREAM_WHEEL")
     if not torch.cuda.is_available():
-        return None, "upstream peer skipped: fused_dsa_target_verify_metadata asserts CUDA tensors"
+        return None, "upstream peer skipped: upstream's fused_dsa_* kernels assert CUDA tensors"
     if not wheel or not Path(wheel).exists():
         return None, f"upstream peer skipped: set NSA_UPSTREAM_WHEEL to an sglang>=0.5.23 wheel (got {wheel!r})"
     folder = Path(tempfile.mkdtemp(prefix="sglang-peer-"))
@@ -28,7 +30,13 @@ def load_upstream_peer():
     spec = importlib.util.spec_from_file_location("sglang_peer_dsa_metadata", folder / "dsa_metadata.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.fused_dsa_target_verify_metadata, f"upstream peer: {Path(wheel).name}:{UPSTREAM_MODULE}"
+    return module, f"upstream peer: {Path(wheel).name}:{UPSTREAM_MODULE}"
+
+
+def load_upstream_peer():
+    """Upstream's target-verify kernel, or (None, why)."""
+    module, note = load_upstream_kernels()
+    return (module.fused_dsa_target_verify_metadata if module else None), note
 
 
 def upstream_call(peer, runner, bs: int, draft: int, page_size: int, topk: int, static_width: bool = False):

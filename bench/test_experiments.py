@@ -65,3 +65,15 @@ def test_faster_only_where_quartiles_separate():
 
 def test_floor_counts_the_same_bytes_for_every_profile():
     assert len({Config(8, 4, 64, 4096, context_len=8192, profile=p).bytes_moved() for p in PROFILES}) == 1
+
+
+@pytest.mark.skipif(GPU, reason="the GPU plan is the benchmark itself: bench/gpu_run.sh runs it")
+def test_modes_benchmark_writes_rows_and_a_table(tmp_path):
+    from bench import modes
+
+    out = tmp_path / "modes.json"
+    modes.main(str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], sorted(r["host"])) for r in rows] == [
+        ("decode", ["baseline", "final"]), ("draft_extend", ["baseline", "final"])]
+    assert "| draft_extend | 2 |" in modes.table(str(out))
