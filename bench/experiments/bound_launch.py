@@ -52,7 +52,7 @@ class BoundLaunch:
         from triton.runtime.driver import driver
 
         self.launch = launch
-        seq_lens, req_pool_indices = launch.static_inputs
+        seq_lens, req_pool_indices = launch.static_inputs[:2]  # target verify: no accept_length
         jit_fn, args, kwargs = captured_launch(lambda: launch(seq_lens, req_pool_indices))
         kwargs = launch_kwargs(kwargs)
         compiled = jit_fn.warmup(*args, grid=launch.grid, **kwargs)  # the kernel compiled at capture
