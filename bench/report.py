@@ -178,7 +178,7 @@ def bullets(lines) -> str:
 def verdict_text(verdicts: dict, run_stages: list[str]) -> str:
     env = verdicts["env"]
     counts = []
-    for stage in run_stages[1:]:
+    for stage in list(dict.fromkeys(v["stage"] for v in verdicts["stages"])):  # the verdict run's own stages
         mine = [v for v in verdicts["stages"] if v["stage"] == stage]
         counts.append(f"{stage}: {sum(v['exact'] for v in mine)}/{len(mine)} scenarios bit-exact")
     text = fill("verdicts.md", **env, stage_lines=bullets(counts))
@@ -191,6 +191,16 @@ def verdict_text(verdicts: dict, run_stages: list[str]) -> str:
         text += fill("verdicts_gpu.md", sync_lines=bullets(f"{k}: {v}" for k, v in verdicts["sync"].items()),
                      peer_note=verdicts["peer_note"], peer_lines=bullets(peers))
     return text.rstrip("\n")
+
+
+def modes_text(machine: str) -> str:
+    """Decode and draft extend against baseline and upstream, from modes.json (`python -m bench.modes`)."""
+    from bench.modes import table
+
+    path = REPORTS / machine / "modes.json"
+    if not path.exists():
+        return "No `modes.json` for this machine yet (`python -m bench.modes`, GPU).\n"
+    return fill("MODES.md", table=table(str(path)))
 
 
 def plot(run_stages: list[str], rows: list[dict], folder: Path, gpu: bool) -> list[str]:
@@ -377,6 +387,7 @@ def write(machine: str) -> Path:
         not_comparable="" if gpu else fill("not_comparable.md"),
         **record_text(machine, read_json(machine, "record.json"), folder),
         verdicts=verdict_text(verdicts, run_stages) if verdicts else "No `verdicts.json` for this machine yet.\n",
+        modes=modes_text(machine),
         per_patch=per_patch_table(run_stages, rows),
         device_heading=" / device µs" if gpu else "",
         inputs=inputs_table(run_stages + [PEER, FLOOR], rows, gpu),
