@@ -99,6 +99,19 @@ VARIANTS: dict = {  # name -> [(old, new), ...] or a function of the source
 }
 
 
+def base_stage() -> str:
+    """The newest stage whose kernel module is the target-verify-only kernel the variants edit: the
+    experiment of record (NOTES.md) ran on it, before patch 0006 turned it into the three-mode family."""
+    for name in reversed(stages.patched()):
+        try:
+            text = Path(stages.kernel_module(name).__file__).read_text()
+        except LookupError:
+            continue
+        if "class TargetVerifyMetadataLaunch" in text:
+            return name
+    raise LookupError("no stage holds the target-verify-only kernel the variants were written against")
+
+
 def variant_source(source: str, replacements) -> str:
     """`source` with each (old, new) of `replacements` applied once, or `replacements(source)`."""
     if callable(replacements):
@@ -113,7 +126,7 @@ def variant_source(source: str, replacements) -> str:
 def load_variant(name: str, replacements: list[tuple[str, str]]):
     """The final stage's kernel module with `replacements` applied, imported as a module of its own
     (Triton reads a kernel's source from its file, so the text is written to one)."""
-    original = Path(stages.kernel_module(stages.final()).__file__)
+    original = Path(stages.kernel_module(base_stage()).__file__)
     folder = Path(tempfile.mkdtemp(prefix="kernel-variant-"))
     path = folder / f"variant_{name.replace('-', '_').replace('+', '_')}.py"
     path.write_text(variant_source(original.read_text(), replacements))
@@ -127,7 +140,7 @@ def diff(name: str) -> str:
     """The exact change a variant makes, as a unified diff against the final kernel module."""
     import difflib
 
-    original = Path(stages.kernel_module(stages.final()).__file__).read_text()
+    original = Path(stages.kernel_module(base_stage()).__file__).read_text()
     changed = variant_source(original, VARIANTS[name])
     return "".join(difflib.unified_diff(original.splitlines(True), changed.splitlines(True),
                                         "a/kernel.py", f"b/kernel.py ({name})"))
@@ -142,7 +155,7 @@ def main(out: str, *names: str) -> None:
     modules = {name: load_variant(name, VARIANTS[name]) for name in names}
     bandwidth = copy_bandwidth()
     env = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-               final_stage=stages.final(), copy_bandwidth=bandwidth, rounds=ROUNDS, draft=D)
+               final_stage=stages.final(), variants_of=base_stage(), copy_bandwidth=bandwidth, rounds=ROUNDS, draft=D)
     print(env, flush=True)
     rows = []
     for bs, page, width, length in INPUTS:
@@ -152,7 +165,7 @@ def main(out: str, *names: str) -> None:
         launches, outputs = {}, {}
         for name, module in modules.items():
             meta = poison(launch_buffers(bs, D, page, width, "cuda"), seed=bs + width)
-            launches[name] = module.CudaGraphMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
+            launches[name] = module.TargetVerifyMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
             launches[name](seq_lens, pool)
             outputs[name] = meta
         exact = {}
