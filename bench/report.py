@@ -380,12 +380,17 @@ def write(machine: str) -> Path:
         notes = folder / "NOTES.md"
         if notes.exists():
             gpu_sections += "\n" + notes.read_text().strip() + "\n"
+    record_fields = record_text(machine, read_json(machine, "record.json"), folder)
+    graph = read_json(machine, "graph_demo.json")
+    if gpu and graph is not None:  # issue 11's in-graph target, judged on GRAPH.md's run
+        record_fields["target_lines"] = (record_fields["target_lines"].rstrip("\n")
+                                         + f"\n- {in_graph_line(graph['host'])} (`graph_demo.json`, GRAPH.md)")
     text = fill(
         "REPORT.md",
         card=env["card"], torch=env["torch"], triton=env["triton"], python=env["python"],
         run_file=run["_file"], version=run["version"],
         not_comparable="" if gpu else fill("not_comparable.md"),
-        **record_text(machine, read_json(machine, "record.json"), folder),
+        **record_fields,
         verdicts=verdict_text(verdicts, run_stages) if verdicts else "No `verdicts.json` for this machine yet.\n",
         modes=modes_text(machine),
         per_patch=per_patch_table(run_stages, rows),
