@@ -24,7 +24,7 @@ from .scenarios import matrix
 from .series import STUB_DIR, Series, SeriesError, write_tree
 from .verify import compare_modules
 
-KERNEL = f"{STUB_DIR}/nsa/target_verify_metadata.py"
+KERNEL = f"{STUB_DIR}/nsa/cuda_graph_metadata.py"
 MUTANTS_DIR = BUILD_DIR.parent / "mutants"
 
 

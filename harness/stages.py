@@ -30,7 +30,7 @@ BASELINE = "baseline"  # vendor_stub/ as committed: the reference every stage is
 WORKTREE = "worktree"
 # The module, relative to the stub package, holding a stage's Triton kernel and its launch object.
 # Newest layout first; the older one is still what earlier builds and checkouts hold.
-KERNEL_MODULES = (".nsa.target_verify_metadata", ".nsa_target_verify_metadata")
+KERNEL_MODULES = (".nsa.cuda_graph_metadata", ".nsa.target_verify_metadata", ".nsa_target_verify_metadata")
 
 
 def use_build() -> bool:

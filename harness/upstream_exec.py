@@ -1,6 +1,6 @@
 """Run a release's REAL nsa_backend.py (from its wheel, optionally patched) against stand-ins.
 
-The file (and any file the series adds next to it, e.g. nsa/target_verify_metadata.py) is written
+The file (and any file the series adds next to it, e.g. nsa/cuda_graph_metadata.py) is written
 to build/upstream/<version>-<digest>/ and imported as a package of its own, so its relative imports
 resolve to the series' files. Its absolute imports of sglang and of GPU-only libraries go through
 an `__import__` installed in that package's modules' `__builtins__` (nothing is put in
