@@ -126,17 +126,9 @@ class InputBuffers:
         self.seq_lens = runner.seq_lens
 
     def populate_from_forward_batch(self, *, forward_batch, raw_bs, raw_num_token, bs, seq_len_fill_value):
-        r, batch = self.runner, forward_batch.batch
-        if bs != raw_bs:
-            r.seq_lens.fill_(seq_len_fill_value)
-            r.seq_lens_cpu.fill_(seq_len_fill_value)
-            r.accept_length.fill_(1)
-        r.req_pool_indices[:raw_bs].copy_(batch.req_pool_indices)
-        r.seq_lens[:raw_bs].copy_(batch.seq_lens)
-        r.seq_lens_cpu[:raw_bs].copy_(forward_batch.seq_lens_cpu)
-        if batch.accept_length is not None:
-            r.accept_length[:raw_bs].copy_(batch.accept_length)
-        return r.seq_lens_cpu[:bs]
+        assert seq_len_fill_value == self.runner.fill_value and raw_bs == forward_batch.batch.raw_bs
+        self.runner.copy_inputs(forward_batch.batch, bs, forward_batch.seq_lens_cpu)
+        return self.runner.seq_lens_cpu[:bs]
 
 
 def graph_runner(runner: GraphRunner, record: bool = True, recorder_of=None, stage=None):

@@ -161,8 +161,11 @@ class GraphRunner:
         self.seq_lens_sum = int(self.seq_lens_cpu[:bs].sum())  # the runner's own host work
         return bs
 
-    def copy_inputs(self, batch: Batch, bs: int) -> None:
-        """Only what GraphInputBuffers.populate_from_forward_batch does: fills and copies, no checks."""
+    def copy_inputs(self, batch: Batch, bs: int, seq_lens_cpu: Optional[torch.Tensor] = None) -> None:
+        """Only what GraphInputBuffers.populate_from_forward_batch does: fills and copies, no checks.
+
+        seq_lens_cpu: the scheduler's host copy of the lengths, when it has one (copying the device
+        lengths to the host instead synchronizes)."""
         raw_bs = batch.raw_bs
         if bs != raw_bs:
             self.seq_lens.fill_(self.fill_value)
@@ -170,7 +173,7 @@ class GraphRunner:
             self.accept_length.fill_(1)
         self.req_pool_indices[:raw_bs].copy_(batch.req_pool_indices)
         self.seq_lens[:raw_bs].copy_(batch.seq_lens)
-        self.seq_lens_cpu[:raw_bs].copy_(batch.seq_lens)
+        self.seq_lens_cpu[:raw_bs].copy_(batch.seq_lens if seq_lens_cpu is None else seq_lens_cpu)
         if batch.accept_length is not None:
             self.accept_length[:raw_bs].copy_(batch.accept_length)
 
