@@ -24,7 +24,7 @@ def test_kernel_variant_writes_what_the_final_kernel_writes(name):
         written = []
         for module in (final, variant):
             buffers = poison(launch_buffers(bs, 4, page, width, "cpu"), seed=bs)
-            module.TargetVerifyMetadataLaunch(buffers, req_to_token, 4, 2048, seq_lens, pool)(seq_lens, pool)
+            module.CudaGraphMetadataLaunch(buffers, req_to_token, 4, 2048, seq_lens, pool)(seq_lens, pool)
             written.append(buffers)
         for field, want in vars(written[0]).items():
             if isinstance(want, torch.Tensor):

@@ -4,25 +4,31 @@ Each variant is the final stage's kernel module with a small source transform (`
 replaced in harness.stages.kernel_module(final()).__file__, the result loaded as a module of its
 own), so no kernel is copied and the winning change is an exact diff of the series' kernel.
 
-Outcomes of the first run: reports/h100/NOTES.md (rotation and request-major order win 11 % on full
-160k rows, 2 % on 64k rows in the 160k table; the stride is not the cause).
+Outcomes so far: reports/h100/NOTES.md. The first run (on the target-verify-only kernel of stage
+`graph`, files kernel_floor_rotate7.json and kernel_floor_request_major.json) refuted the stride
+hypothesis: rotating each request's start block or walking request-major wins 11 % on full 160k
+rows but 1-2.5 % on 64k rows in the 160k table, and a 163904-wide table is as slow. What separates
+the slow inputs is how much of each row is used.
 
-Hypothesis (issue 11): at width 163840 a row is 640 KiB = 5 * 2^17 bytes, so the programs of
-different requests, all starting at the same column, hit addresses a large power of two apart at
-the same moment and may crowd a few memory channels. Predictions, written before the run:
-  - `rotate-*` (each request starts its walk over the row at another column block) brings 163840
-    from ~1.35x to ~1.1x of the floor and leaves 65600 where it is;
-  - the diagnostic width 163904 (64 columns more: the same fill ratio, the stride no longer a
-    multiple of 2^17) runs at ~1.1x with the unchanged kernel if alignment is the cause;
-  - BLOCK_COLS, num_warps, more programs per multiprocessor and streaming cache hints move
-    163840 by < 5 % (the issue saw little from the first two).
+Second run, this file as it is: the variants now edit the three-mode kernel of the final stage, and
+every input also times torch writing exactly the same addresses (`GEOMETRY`: the page-table copy
+through torch's own copy kernel, and a fill of it), strided as the table is and packed into a
+table exactly L wide (the same bytes, contiguous). Predictions, written before the run:
+  - if the strided/packed ratio of torch's own copy and fill is about the kernel's (1.3-1.4x at
+    163840, 64k lengths; ~1.0x at 65600), the address set itself is slow on this memory system, and
+    no order of the same writes reaches 1.2x of the contiguous-copy floor;
+  - a 26240-long batch in a 65600-wide table (40 % of each row, as 64k of 163840, in a 2.5x smaller
+    span) tells a cost of partly used rows (slow too) from one of the span (TLB reach: fast);
+  - `programs-x4`, `warps-8-block-2048`, `stream-hints`, `pipelined` and `contiguous-chunks` (each
+    program copies one contiguous run of blocks) move the 163840 inputs by < 5 %.
 
     python3 -m bench.experiments.kernel_floor OUT.json [variant ...]     (GPU; NSA_USE_BUILD=1 without git)
 
 Every variant's buffers are compared whole (dtype, shape, stride, every element, stale columns
 included) with the unchanged kernel's before any timing. Timing: triton.testing.do_bench median of
-the bare launch, all variants of one input interleaved for ROUNDS rounds; median and IQR of the
-rounds. Floor: bench.inputs.Config.bytes_moved() / the device-to-device copy bandwidth measured here.
+the bare launch, all variants and torch references of one input interleaved for ROUNDS rounds;
+median and quartiles of the rounds. Floor: bench.inputs.Config.bytes_moved() / the device-to-device
+copy bandwidth measured here.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import torch
 from bench.inputs import Config, launch_buffers, poison
 from harness import stages
 
-ROUNDS = 7
+ROUNDS = 5
 D, TOPK = 4, 2048
 # (bs, page size, table width, every request's kv length)
 INPUTS = [
@@ -46,12 +52,12 @@ INPUTS = [
     (128, 64, 163840, 65536),
     (256, 64, 163840, 65536),
     (64, 64, 163840, 163840),
-    (128, 1, 163840, 65536),
     (128, 64, 65600, 65536),
-    (128, 64, 163904, 65536),  # diagnostic: 163840's fill ratio without its power-of-two stride
+    (256, 64, 65600, 26240),  # diagnostic: 40 % of each row used, as 64k of 163840, in a 2.5x smaller span
 ]
 
 _LOOP = "for block in range(first_block, tl.cdiv(max_seqlen_k, BLOCK_COLS), COL_PROGRAMS):\n"
+_STORE_MASK = "                mask=cols < row_body_end,\n"
 
 
 def _rotate(k: int) -> list[tuple[str, str]]:
@@ -63,59 +69,29 @@ def _rotate(k: int) -> list[tuple[str, str]]:
                     f"{indent}block = (step + req * {k}) % n_blocks\n")]
 
 
-_BODY = "    # A negative pool index"
-_END = "\n\ndef _check_int32_buffer"
-
-
-def request_major(source: str) -> str:
-    """Program k of the N = bs * COL_PROGRAMS walks the (request, column block) items k, k + N, ...,
-    request-major: at any moment the grid works on about N / n_blocks neighbouring requests, not on
-    every request of the batch at once, so far fewer rows (and memory pages) are open together.
-    Each item's request prologue (pool index, row pointers) is recomputed: a few scalar loads.
-    (The same grid and launch; only the kernel body's walk changes.)"""
-    head, rest = source.split(_BODY, 1)
-    body, tail = rest.split(_END, 1)
-    head = variant_source(head, [(
-        "    max_seqlen_k = tl.minimum(longest + DRAFT, WIDTH)\n",
-        "    max_all = tl.minimum(longest + DRAFT, WIDTH)\n    n_blocks = tl.cdiv(max_all, BLOCK_COLS)\n"
-        "    for item in range(req * COL_PROGRAMS + first_block, BS * n_blocks, BS * COL_PROGRAMS):\n"
-        "        req = item // n_blocks\n        block = item % n_blocks\n        max_seqlen_k = max_all\n")])
-    body = variant_source(_BODY + body, [(_LOOP, "if True:\n")])
-    body = "".join("    " + line if line.strip() else line for line in body.splitlines(True))
-    return head + body + _END + tail
-
-
-VARIANTS: dict = {  # name -> [(old, new), ...] or a function of the source
+VARIANTS: dict = {  # name -> [(old, new), ...]
     "final": [],
     "rotate-7": _rotate(7),
-    "request-major": request_major,
-    "block-2048": [("BLOCK_COLS = 1024", "BLOCK_COLS = 2048")],
-    "warps-8": [("num_warps=4", "num_warps=8")],
-    "programs-x2": [("triton.cdiv(4 * sms, bs)", "triton.cdiv(8 * sms, bs)")],
+    "programs-x4": [("triton.cdiv(4 * sms, bs)", "triton.cdiv(16 * sms, bs)")],
+    "warps-8-block-2048": [("BLOCK_COLS = 1024", "BLOCK_COLS = 2048"), ("num_warps=4", "num_warps=8")],
     "stream-hints": [("tokens = tl.load(src_row + cols, mask=body)",
                       'tokens = tl.load(src_row + cols, mask=body, eviction_policy="evict_first")'),
-                     ("tl.store(dst_rows + d * PAGE_TABLE_STRIDE + cols, tokens, mask=body)",
-                      'tl.store(dst_rows + d * PAGE_TABLE_STRIDE + cols, tokens, mask=body, cache_modifier=".cs")')],
+                     (_STORE_MASK, _STORE_MASK + '                cache_modifier=".cs",\n')],
+    "pipelined": [(_LOOP, _LOOP.replace("range(", "tl.range(").replace("COL_PROGRAMS)", "COL_PROGRAMS, num_stages=3)"))],
+    # Program p copies blocks [p * per, (p + 1) * per) of its row: the grid's accesses spread over the row.
+    "contiguous-chunks": [(_LOOP, "per = tl.cdiv(tl.cdiv(max_seqlen_k, BLOCK_COLS), COL_PROGRAMS)\n    "
+                                  "for block in range(first_block * per, tl.minimum(first_block * per + per, "
+                                  "tl.cdiv(max_seqlen_k, BLOCK_COLS))):\n")],
 }
 
 
 def base_stage() -> str:
-    """The newest stage whose kernel module is the target-verify-only kernel the variants edit: the
-    experiment of record (NOTES.md) ran on it, before patch 0006 turned it into the three-mode family."""
-    for name in reversed(stages.patched()):
-        try:
-            text = Path(stages.kernel_module(name).__file__).read_text()
-        except LookupError:
-            continue
-        if "class TargetVerifyMetadataLaunch" in text:
-            return name
-    raise LookupError("no stage holds the target-verify-only kernel the variants were written against")
+    """The stage whose kernel module the variants edit: the final one."""
+    return stages.final()
 
 
 def variant_source(source: str, replacements) -> str:
-    """`source` with each (old, new) of `replacements` applied once, or `replacements(source)`."""
-    if callable(replacements):
-        return replacements(source)
+    """`source` with each (old, new) of `replacements` applied once."""
     for old, new in replacements:
         if source.count(old) != 1:
             raise LookupError(f"the final kernel module no longer holds exactly one {old!r}: update VARIANTS")
@@ -146,6 +122,20 @@ def diff(name: str) -> str:
                                         "a/kernel.py", f"b/kernel.py ({name})"))
 
 
+def geometry(bs: int, width: int, length: int, device="cuda") -> dict:
+    """torch writing the page-table addresses a replay writes (rows of `width`, the first `length`
+    columns of each, every request's source row stored into its D rows), strided as the table is and
+    packed into a table exactly `length` wide: name -> call. Same bytes; only the layout differs."""
+    calls = {}
+    for layout, w in (("strided", width), ("packed", length)):
+        src = torch.randint(0, 1 << 30, (bs, w), dtype=torch.int32, device=device)
+        out = torch.zeros(bs, D, w, dtype=torch.int32, device=device)
+        rows, source = out[:, :, :length], src[:, None, :length].expand(bs, D, length)
+        calls[f"torch-copy-{layout}"] = lambda rows=rows, source=source: rows.copy_(source)
+        calls[f"torch-fill-{layout}"] = lambda rows=rows: rows.fill_(7)
+    return calls
+
+
 def main(out: str, *names: str) -> None:
     import triton
 
@@ -165,7 +155,7 @@ def main(out: str, *names: str) -> None:
         launches, outputs = {}, {}
         for name, module in modules.items():
             meta = poison(launch_buffers(bs, D, page, width, "cuda"), seed=bs + width)
-            launches[name] = module.TargetVerifyMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
+            launches[name] = module.CudaGraphMetadataLaunch(meta, req_to_token, D, TOPK, seq_lens, pool)
             launches[name](seq_lens, pool)
             outputs[name] = meta
         exact = {}
@@ -179,16 +169,19 @@ def main(out: str, *names: str) -> None:
             except AssertionError as e:
                 exact[name] = False
                 print(f"  {name}: NOT bit-exact: {str(e).splitlines()[0]}", flush=True)
-        times = interleaved_kernel_us(
-            {name: (lambda launch=launch: launch(seq_lens, pool)) for name, launch in launches.items()}, ROUNDS)
+        references = geometry(bs, width, min(length, width))
+        calls = {name: (lambda launch=launch: launch(seq_lens, pool)) for name, launch in launches.items()}
+        times = interleaved_kernel_us({**calls, **references}, ROUNDS)
         floor = Config(bs, D, page, min(length, width), context_len=width).floor_us(bandwidth)
-        row = dict(bs=bs, page_size=page, width=width, length=length, floor_us=floor, variants={})
+        row = dict(bs=bs, page_size=page, width=width, length=length, floor_us=floor, variants={},
+                   geometry={name: times[name] for name in references})
         for name in modules:
             row["variants"][name] = dict(**times[name], vs_floor=times[name]["us"] / floor, bit_exact=exact[name])
         rows.append(row)
         print(f"bs {bs:3} page {page:2} width {width:6} len {length:6} floor {floor:6.1f} us | " + "  ".join(
-            f"{n} {v['us']:.1f} [{v['q1']:.1f}, {v['q3']:.1f}] {v['vs_floor']:.2f}x" for n, v in row["variants"].items()), flush=True)
-        del req_to_token, launches, outputs
+            f"{n} {v['us']:.1f} [{v['q1']:.1f}, {v['q3']:.1f}] {v['vs_floor']:.2f}x" for n, v in row["variants"].items())
+            + " | " + "  ".join(f"{n} {v['us']:.1f}" for n, v in row["geometry"].items()), flush=True)
+        del req_to_token, launches, outputs, references, calls
         torch.cuda.empty_cache()
         with open(out, "w") as f:  # after every input: a run cut short still leaves its rows
             json.dump({"environment": env, "rows": rows, "diffs": {n: diff(n) for n in names if n != "final"}},
