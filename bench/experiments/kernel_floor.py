@@ -21,8 +21,13 @@ table exactly L wide (the same bytes, contiguous). Predictions, written before t
     span) tells a cost of partly used rows (slow too) from one of the span (TLB reach: fast);
   - `programs-x4`, `warps-8-block-2048`, `stream-hints`, `pipelined` and `contiguous-chunks` (each
     program copies one contiguous run of blocks) move the 163840 inputs by < 5 %.
+Third run (`--inputs stride`), written after the second and before this one: if the cause is that every
+row covers the same part of a memory interleave whose period divides the 640 KiB row (5 HBM stacks:
+5 * 2^17 bytes), the unchanged kernel runs the same 64k batches at ~1.2x in tables 2048 columns
+(8 KiB) narrower or wider, 8192 wider, or 131072 / 196608 wide, and stays at ~1.4x at 327680 (2 x 640 KiB).
 
-    python3 -m bench.experiments.kernel_floor OUT.json [variant ...]     (GPU; NSA_USE_BUILD=1 without git)
+    python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
+                                                 (GPU; NSA_USE_BUILD=1 without git)
 
 Every variant's buffers are compared whole (dtype, shape, stride, every element, stale columns
 included) with the unchanged kernel's before any timing. Timing: triton.testing.do_bench median of
@@ -51,10 +56,21 @@ INPUTS = [
     (32, 64, 163840, 65536),
     (128, 64, 163840, 65536),
     (256, 64, 163840, 65536),
+    (128, 1, 163840, 65536),
+    (32, 64, 163840, 163840),
     (64, 64, 163840, 163840),
+    (128, 64, 163840, 163840),
     (128, 64, 65600, 65536),
     (256, 64, 65600, 26240),  # diagnostic: 40 % of each row used, as 64k of 163840, in a 2.5x smaller span
 ]
+# `--inputs stride`: the same 64k batches in tables whose rows are a little wider or narrower than
+# 163840 columns (640 KiB = 5 * 2^17 bytes), and at other multiples of 2^17 bytes.
+STRIDE_PROBE = [
+    (bs, 64, width, 65536)
+    for bs in (128, 256)
+    for width in (163840, 161792, 165888, 172032, 131072, 196608, 327680)
+]
+INPUT_SETS = {"variants": INPUTS, "stride": STRIDE_PROBE}
 
 _LOOP = "for block in range(first_block, tl.cdiv(max_seqlen_k, BLOCK_COLS), COL_PROGRAMS):\n"
 _STORE_MASK = "                mask=cols < row_body_end,\n"
@@ -136,11 +152,14 @@ def geometry(bs: int, width: int, length: int, device="cuda") -> dict:
     return calls
 
 
-def main(out: str, *names: str) -> None:
+def main(out: str, *args: str) -> None:
     import triton
 
     from bench.timing import copy_bandwidth, interleaved_kernel_us
 
+    inputs, names = INPUTS, list(args)
+    if names[:1] == ["--inputs"]:
+        inputs, names = INPUT_SETS[names[1]], names[2:]
     names = ("final",) + tuple(n for n in names or VARIANTS if n != "final")  # "final": the reference
     modules = {name: load_variant(name, VARIANTS[name]) for name in names}
     bandwidth = copy_bandwidth()
@@ -148,7 +167,7 @@ def main(out: str, *names: str) -> None:
                final_stage=stages.final(), variants_of=base_stage(), copy_bandwidth=bandwidth, rounds=ROUNDS, draft=D)
     print(env, flush=True)
     rows = []
-    for bs, page, width, length in INPUTS:
+    for bs, page, width, length in inputs:
         req_to_token = torch.randint(0, 1 << 30, (bs + 8, width), dtype=torch.int32, device="cuda")
         seq_lens = torch.full((bs,), min(length, width) - D, dtype=torch.int32, device="cuda")
         pool = torch.randperm(bs + 8, device="cuda")[:bs].to(torch.int32)
