@@ -6,8 +6,9 @@ per captured bs the backend's capture, two warm-up runs of the model, the captur
 then per step replay_prepare (input copies, the backend's replay) and replay(). The "model" is
 `consumer`, which reads the buffers the attention kernels read. From patch graph-runner on, each
 run first calls the backend's `record_forward_metadata_cuda_graph(bs, forward_mode)` when the
-backend offers it: the warm-ups launch the metadata eagerly, the capture records it, and the
-backend's replay then launches nothing. On CPU the stub's CpuGraph replays by running the captured
+backend offers it: the warm-ups launch the metadata eagerly, the capture records it, and
+replay_prepare then skips the backend's replay call for that bs (the backend lists it in
+`recorded_forward_metadata_cuda_graph`). On CPU the stub's CpuGraph replays by running the captured
 body again, so the same flow runs there (what is recorded runs at replay()).
 """
 
@@ -25,6 +26,7 @@ from .runner import GraphRunner
 from .stages import kernel_module_of
 
 RECORDER = "record_forward_metadata_cuda_graph"  # what the patched graph runner calls
+RECORDED = "recorded_forward_metadata_cuda_graph"  # what it skips the backend's replay call for
 
 
 def consumer(md) -> torch.Tensor:
@@ -61,15 +63,18 @@ def recorder(backend, capturing):
 
 
 class RunnerBackend:
-    """The attention backend as the graph runner sees it: offering `record` as its recorder, or none."""
+    """The attention backend as the graph runner sees it: offering `record` as its recorder, or none
+    (and then no recorded metadata either: the same graphs without the metadata in them)."""
 
     def __init__(self, backend, record=None):
         self._backend = backend
         if record is not None:
             self.record_forward_metadata_cuda_graph = record
+            if hasattr(backend, RECORDED):  # the backend's own set, read as sglang's runner reads it
+                self.recorded_forward_metadata_cuda_graph = getattr(backend, RECORDED)
 
     def __getattr__(self, name):
-        if name == RECORDER:  # hidden: the same graph without the metadata in it
+        if name in (RECORDER, RECORDED):  # hidden: the same graph without the metadata in it
             raise AttributeError(name)
         return getattr(self._backend, name)
 

@@ -118,8 +118,8 @@ def _compiles(files: dict[str, bytes]) -> str | None:
 
 # What the patched graph runner does for one captured bs, executed from the release's real file
 # (harness.upstream_exec.run_graph_runner): the backend's metadata capture, then the recorder before
-# forward in each of the two warm-up runs and in the captured run; the backend's replay then
-# launches nothing.
+# forward in each of the two warm-up runs and in the captured run; replay_prepare then does not call
+# the backend's replay ("replay call" is absent) and launches nothing.
 RECORDING = [
     "capture",
     "record", "forward",
@@ -332,8 +332,8 @@ def write_report(report: dict, folder: Path) -> None:
         f"unpatched real file after capture and every replay ({len(report['scenarios'])} scenarios:",
         "harness.scenarios.matrix()). records: the release's real cuda_graph_runner.py, its capture and replay",
         "code run against stand-ins around the final stage's stub backend, calls the backend's recorder before",
-        "forward in the two warm-up runs and the captured run, and the backend's replay then launches nothing",
-        "(harness.upstream.RECORDING).",
+        "forward in the two warm-up runs and the captured run, and replay_prepare then skips the backend's replay",
+        "call and launches nothing (harness.upstream.RECORDING).",
         "Last column: the stub's baseline against the unpatched real file.",
         "",
         *table(report),

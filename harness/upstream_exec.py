@@ -393,8 +393,9 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
 
     `recorder(bs, forward_mode, capturing)`, when given, is what the backend offers the runner as
     record_forward_metadata_cuda_graph. Returns what happened, in order: "capture" (the backend's
-    metadata capture), "record" / "forward" (prefixed "captured " inside the graph capture), and
-    "replay: N launches" (Triton launches of the backend's replay after capture).
+    metadata capture), "record" / "forward" (prefixed "captured " inside the graph capture),
+    "replay call" where replay_prepare calls the backend's replay, and "replay: N launches" (Triton
+    launches of replay_prepare's backend code after capture).
     """
     from .counters import count_replay
     from .cuda_graph import RunnerBackend
@@ -408,6 +409,10 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         def init_forward_metadata_capture_cuda_graph(self, *args, **kwargs):
             events.append("capture")
             return backend.init_forward_metadata_capture_cuda_graph(*args, **kwargs)
+
+        def init_forward_metadata_replay_cuda_graph(self, *args, **kwargs):
+            events.append("replay call")
+            return backend.init_forward_metadata_replay_cuda_graph(*args, **kwargs)
 
     def prefix() -> str:
         return "captured " if state.capturing else ""

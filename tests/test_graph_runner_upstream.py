@@ -31,7 +31,7 @@ def releases():
 
 
 @pytest.mark.parametrize("version", ["0.5.5", "0.5.6"])
-def test_patched_real_runner_records_and_replay_launches_nothing(releases, version):
+def test_patched_real_runner_records_and_skips_the_replay_call(releases, version):
     tree, module = releases[version][1]
     assert graph_runner_verdict(tree, module, matrix()[0]) == (True, None)
 
@@ -42,7 +42,7 @@ def test_real_backend_declines_recording_where_its_replay_refreshes_deepgemm(rel
     tree, module = releases["0.5.9"][1]
     records, problem = graph_runner_verdict(tree, module, matrix()[0])
     assert not records
-    assert problem.endswith("captured record, captured forward, replay: 1 launches")
+    assert problem.endswith("captured record, captured forward, replay call, replay: 1 launches")
 
 
 @pytest.mark.parametrize("version", ["0.5.5", "0.5.6", "0.5.9"])
@@ -53,3 +53,4 @@ def test_unpatched_real_runner_never_records(releases, version):
 
 def test_recording_is_the_three_runs_in_order():
     assert RECORDING.count("record") == 2 and RECORDING.index("captured record") < RECORDING.index("captured forward")
+    assert "replay call" not in RECORDING and RECORDING[-1] == "replay: 0 launches"
