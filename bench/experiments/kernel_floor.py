@@ -4,27 +4,20 @@ Each variant is the final stage's kernel module with a small source transform (`
 replaced in harness.stages.kernel_module(final()).__file__, the result loaded as a module of its
 own), so no kernel is copied and the winning change is an exact diff of the series' kernel.
 
-Outcomes so far: reports/h100/NOTES.md. The first run (on the target-verify-only kernel of stage
-`graph`, files kernel_floor_rotate7.json and kernel_floor_request_major.json) refuted the stride
-hypothesis: rotating each request's start block or walking request-major wins 11 % on full 160k
-rows but 1-2.5 % on 64k rows in the 160k table, and a 163904-wide table is as slow. What separates
-the slow inputs is how much of each row is used.
-
-Second run, this file as it is: the variants now edit the three-mode kernel of the final stage, and
-every input also times torch writing exactly the same addresses (`GEOMETRY`: the page-table copy
-through torch's own copy kernel, and a fill of it), strided as the table is and packed into a
-table exactly L wide (the same bytes, contiguous). Predictions, written before the run:
-  - if the strided/packed ratio of torch's own copy and fill is about the kernel's (1.3-1.4x at
-    163840, 64k lengths; ~1.0x at 65600), the address set itself is slow on this memory system, and
-    no order of the same writes reaches 1.2x of the contiguous-copy floor;
-  - a 26240-long batch in a 65600-wide table (40 % of each row, as 64k of 163840, in a 2.5x smaller
-    span) tells a cost of partly used rows (slow too) from one of the span (TLB reach: fast);
-  - `programs-x4`, `warps-8-block-2048`, `stream-hints`, `pipelined` and `contiguous-chunks` (each
-    program copies one contiguous run of blocks) move the 163840 inputs by < 5 %.
-Third run (`--inputs stride`), written after the second and before this one: if the cause is that every
-row covers the same part of a memory interleave whose period divides the 640 KiB row (5 HBM stacks:
-5 * 2^17 bytes), the unchanged kernel runs the same 64k batches at ~1.2x in tables 2048 columns
-(8 KiB) narrower or wider, 8192 wider, or 131072 / 196608 wide, and stays at ~1.4x at 327680 (2 x 640 KiB).
+Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
+  1. kernel_floor_rotate7.json, kernel_floor_request_major.json (stage `graph`'s kernel): rotating
+     each request's start block, or walking request-major, wins 11 % on full 160k rows and 1-2.5 %
+     on 64k rows in the 160k table.
+  2. kernel_floor_geometry.json, kernel_floor_variants.json (the three-mode kernel as it was, named
+     `final` there): no launch shape or cache hint moves 64k rows in the 160k table; each program
+     copying one contiguous run of blocks (`contiguous-chunks`) cuts full 160k rows from 1.33x to
+     1.13x. The series now walks that way; `interleaved-walk` here is the walk it replaced.
+  3. kernel_floor_stride.json: the same kernel and bytes run at 1.15-1.22x the floor in tables 2048
+     columns narrower or wider, 8192 wider, 131072 or 196608 wide, and at 1.37-1.44x at 163840 and
+     327680: rows a multiple of 640 KiB (5 * 2^17 bytes) apart. Every row then uses the same part
+     of what looks like a 640 KiB-periodic memory interleave, so the bytes themselves crowd a few
+     channels, whatever order they are written in. The table's width is upstream's (the context
+     length) and a replay must leave its layout as it is, so this is the card's floor for it.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
@@ -72,32 +65,25 @@ STRIDE_PROBE = [
 ]
 INPUT_SETS = {"variants": INPUTS, "stride": STRIDE_PROBE}
 
-_LOOP = "for block in range(first_block, tl.cdiv(max_seqlen_k, BLOCK_COLS), COL_PROGRAMS):\n"
+_RUN_WALK = (
+    "    n_blocks = tl.cdiv(max_seqlen_k, BLOCK_COLS)\n"
+    "    run = tl.cdiv(n_blocks, COL_PROGRAMS)\n"
+    "    run_end = tl.minimum((col_program + 1) * run, n_blocks)\n"
+    "    for block in range(col_program * run, run_end):\n"
+)
+_LOOP = "    for block in range(col_program * run, run_end):\n"
 _STORE_MASK = "                mask=cols < row_body_end,\n"
-
-
-def _rotate(k: int) -> list[tuple[str, str]]:
-    """Request i walks its row's column blocks starting k*i blocks in, wrapping: a permutation of the
-    blocks each row copies, so every buffer stays bit-identical."""
-    indent = " " * 8
-    return [(_LOOP, "n_blocks = tl.cdiv(max_seqlen_k, BLOCK_COLS)\n    "
-                    "for step in range(first_block, n_blocks, COL_PROGRAMS):\n"
-                    f"{indent}block = (step + req * {k}) % n_blocks\n")]
-
 
 VARIANTS: dict = {  # name -> [(old, new), ...]
     "final": [],
-    "rotate-7": _rotate(7),
+    # The walk the second run replaced (its `contiguous-chunks` is `final` now): blocks p, p + COL_PROGRAMS, ...
+    "interleaved-walk": [(_RUN_WALK, "    for block in range(col_program, tl.cdiv(max_seqlen_k, BLOCK_COLS), COL_PROGRAMS):\n")],
     "programs-x4": [("triton.cdiv(4 * sms, bs)", "triton.cdiv(16 * sms, bs)")],
     "warps-8-block-2048": [("BLOCK_COLS = 1024", "BLOCK_COLS = 2048"), ("num_warps=4", "num_warps=8")],
     "stream-hints": [("tokens = tl.load(src_row + cols, mask=body)",
                       'tokens = tl.load(src_row + cols, mask=body, eviction_policy="evict_first")'),
                      (_STORE_MASK, _STORE_MASK + '                cache_modifier=".cs",\n')],
-    "pipelined": [(_LOOP, _LOOP.replace("range(", "tl.range(").replace("COL_PROGRAMS)", "COL_PROGRAMS, num_stages=3)"))],
-    # Program p copies blocks [p * per, (p + 1) * per) of its row: the grid's accesses spread over the row.
-    "contiguous-chunks": [(_LOOP, "per = tl.cdiv(tl.cdiv(max_seqlen_k, BLOCK_COLS), COL_PROGRAMS)\n    "
-                                  "for block in range(first_block * per, tl.minimum(first_block * per + per, "
-                                  "tl.cdiv(max_seqlen_k, BLOCK_COLS))):\n")],
+    "pipelined": [(_LOOP, "    for block in tl.range(col_program * run, run_end, num_stages=3):\n")],
 }
 
 
