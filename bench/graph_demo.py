@@ -10,10 +10,12 @@ is a consumer reading page_table_1, real_page_table and nsa_cache_seqlens_int32.
 
 1. bit_exact: recorded replays against eager baseline replays through the same runner, whole
    buffers of every captured graph after every step, and the consumer's output.
-2. host: µs per step, interleaved rounds (recorded, unrecorded, baseline, consumer_only, copies),
-   median and IQR: recorded = the final stage with its metadata in the graph; unrecorded = the same
-   stage and graphs without it (eager launch in replay_prepare); baseline = sglang 0.5.6;
-   consumer_only = input copies + replay() of the graph holding no metadata at all.
+2. host: µs per step, interleaved rounds (recorded, unrecorded, baseline, consumer_only, copies,
+   their order rotated every round), median and IQR: recorded = the final stage with its metadata in
+   the graph (replay_prepare skips the backend's replay call); unrecorded = the same stage and graphs
+   without it (eager launch in replay_prepare); baseline = sglang 0.5.6; consumer_only = the same
+   runner's step over graphs holding the consumer alone, no backend replay call either
+   (harness.cuda_graph.metadata_free_graph_runner); copies = the input copies alone.
    in_graph_extra_us = recorded - consumer_only (issue 11: <= 2 µs at every bs).
 3. kernel: GPU µs of the static-grid launch against the stage before it (bs 1/32/128).
 """
@@ -34,10 +36,16 @@ import torch  # noqa: E402
 
 from bench.machine import environment  # noqa: E402
 from bench.peers import empty_launch  # noqa: E402
-from bench.timing import captured_launch, kernel_us  # noqa: E402
+from bench.timing import captured_launch, kernel_us, rotations  # noqa: E402
 from harness import stages  # noqa: E402
 from harness.compare import captured_state, first_mismatch  # noqa: E402
-from harness.cuda_graph import RECORDER, forward_batch, graph_runner, recorded_against  # noqa: E402
+from harness.cuda_graph import (  # noqa: E402
+    RECORDER,
+    forward_batch,
+    graph_runner,
+    metadata_free_graph_runner,
+    recorded_against,
+)
 from harness.runner import Batch  # noqa: E402
 from harness.scenarios import Scenario  # noqa: E402
 
@@ -78,12 +86,14 @@ def setup(device, capture_bs=CAPTURE_BS, context=CONTEXT, pool_size=64, stage=No
         "baseline": scenario.runner(stages.load(stages.BASELINE), device),
         "recorded": scenario.runner(stages.load(final), device),
         "unrecorded": scenario.runner(stages.load(final), device),
+        "consumer_only": scenario.runner(stages.load(final), device),
     }
     baseline_graphs, recorded_graphs = recorded_against(runners["baseline"], runners["recorded"])
     graphs = {
         "baseline": baseline_graphs,
         "recorded": recorded_graphs,
         "unrecorded": graph_runner(runners["unrecorded"], record=False),
+        "consumer_only": metadata_free_graph_runner(runners["consumer_only"]),
     }
     return {"scenario": scenario, "stage": final, "runners": runners, "graphs": graphs}
 
@@ -140,14 +150,11 @@ def step_functions(s: dict, bs: int, fbs: dict) -> dict:
         )
         return padded
 
-    def consumer_only():  # the same runner's input copies and replay() of the graph without metadata
-        unrecorded.graphs[populate(nxt("consumer_only", "unrecorded"))].replay()
-
     def copies():
         populate(nxt("copies", "unrecorded"))
 
     return {"recorded": full("recorded"), "unrecorded": full("unrecorded"), "baseline": full("baseline"),
-            "consumer_only": consumer_only, "copies": copies}
+            "consumer_only": full("consumer_only"), "copies": copies}
 
 
 def time_steps(s: dict, rounds: int, device, capture_bs=None) -> list[dict]:
@@ -160,8 +167,8 @@ def time_steps(s: dict, rounds: int, device, capture_bs=None) -> list[dict]:
         for fn in steps.values():  # one untimed step each
             fn()
         samples = {name: [] for name in VARIANTS}
-        for _ in range(rounds):
-            for name in VARIANTS:
+        for order in rotations(list(VARIANTS), rounds):  # order effects hit every variant alike
+            for name in order:
                 sync(device)
                 t0 = time.perf_counter()
                 steps[name]()

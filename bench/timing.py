@@ -37,7 +37,7 @@ def spread(samples: list[float]) -> dict:
     return dict(us=statistics.median(samples), q1=q1, q3=q3)
 
 
-def _rotations(names: list, rounds: int):
+def rotations(names: list, rounds: int):
     """Round r calls every name once, starting at the r-th: drift and order effects hit all alike."""
     for r in range(rounds):
         k = r % len(names)
@@ -52,7 +52,7 @@ def interleaved_host_us(calls: dict, rounds: int, warmup: int = 20) -> dict:
     for _ in range(warmup):
         for fn in calls.values():
             fn()
-    for order in _rotations(list(calls), rounds):
+    for order in rotations(list(calls), rounds):
         for name in order:
             drain()
             t0 = time.perf_counter_ns()
@@ -68,7 +68,7 @@ def interleaved_kernel_us(calls: dict, rounds: int, rep_ms: int = 25) -> dict:
     import triton.testing
 
     samples = {name: [] for name in calls}
-    for order in _rotations(list(calls), rounds):
+    for order in rotations(list(calls), rounds):
         for name in order:
             samples[name].append(triton.testing.do_bench(calls[name], warmup=5, rep=rep_ms, return_mode="median") * 1e3)
     return {name: spread(xs) for name, xs in samples.items()}

@@ -174,6 +174,14 @@ def graph_runner(runner: GraphRunner, record: bool = True, recorder_of=None, sta
     return graphs
 
 
+def metadata_free_graph_runner(runner: GraphRunner):
+    """The stub runner's graphs holding the model alone, its replay_prepare skipping the backend's
+    replay call at every captured bs: the same steps with no metadata at all (for timing)."""
+    graphs = graph_runner(runner, record=False)
+    setattr(graphs.model_runner.attn_backend, RECORDED, {(bs, runner.forward_mode) for bs in runner.capture_bs})
+    return graphs
+
+
 def recorded_against(reference: GraphRunner, runner: GraphRunner):
     """(reference graphs, recorded graphs), comparable on whole buffers after every step.
 
