@@ -12,7 +12,7 @@ on its captured buffers:
     upstream-static   upstream 0.5.23's fused_dsa_target_verify_metadata as it ships:
                       max_seqlen_k = the page table's width
     upstream-hostmax  the same kernel given the batch's max on the host
-  host (µs of one call, the queue drained before it, interleaved, order rotated every round):
+  host (µs of one call, the queue drained before it, interleaved, order shuffled every round):
     final-replay      the final stage's whole backend replay (upstream's prologue included)
     final-launch      its launch object called bare (input checks + Triton's launcher)
     upstream-static / upstream-hostmax   upstream's bare call

@@ -12,7 +12,7 @@ goes through the launch object.
 
 Checks: the bound launch and its fallback write buffers bit-identical (whole, stale columns
 included) to the launch object's. Host µs: wall time of one call with the queue drained before it,
-all implementations interleaved (order rotated every round), median and IQR over ROUNDS rounds.
+all implementations interleaved (order shuffled every round), median and IQR over ROUNDS rounds.
 Beside it: `nop-args`, an empty kernel with exactly our kernel's parameters (tritonbench's
 nop_with_args) launched the usual way with our arguments; `nop-1`, an empty one-argument launch.
 """

@@ -3,7 +3,7 @@
 bench.graph_demo found the recorded step (input copies, replay_prepare, replay()) 2-5 µs *faster* than
 the same runner's step over graphs holding the consumer alone, growing with bs. This splits both steps:
 replay_prepare alone (input copies and the skipped backend call) and graph.replay() alone, every piece
-of both runners interleaved round by round (order rotated), the queue drained before each.
+of both runners interleaved round by round (order shuffled), the queue drained before each.
 Prediction, written before the run: replay_prepare costs the same in both; the difference is all in
 graph.replay() (cudaGraphLaunch of two different graphs).
 
@@ -20,7 +20,7 @@ import torch
 
 from bench import graph_demo
 from bench.machine import environment
-from bench.timing import rotations, spread
+from bench.timing import shuffled_rounds, spread
 from harness.cuda_graph import forward_batch
 
 CAPTURE_BS = (1, 64, 256)
@@ -51,7 +51,7 @@ def main(out: str) -> None:
         samples = {name: [] for name in calls}
         for fn in calls.values():
             fn()
-        for order in rotations(list(calls), ROUNDS):
+        for order in shuffled_rounds(list(calls), ROUNDS):
             for name in order:
                 torch.cuda.synchronize()
                 t0 = time.perf_counter_ns()
