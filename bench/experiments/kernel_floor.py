@@ -18,6 +18,10 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      of what looks like a 640 KiB-periodic memory interleave, so the bytes themselves crowd a few
      channels, whatever order they are written in. The table's width is upstream's (the context
      length) and a replay must leave its layout as it is, so this is the card's floor for it.
+  4. `--inputs full-rows`, prediction written before the run: bs 32 with full 160k rows stays at
+     ~1.22x from a fixed cost (launch, the prologue's dependent loads, the last block's drain) of ~5 µs
+     with ~4 programs per multiprocessor; `programs-x2`, `block-2048` (more bytes in flight per
+     program) or `early-pool-load` (one load latency less) cut ~1 µs there and nothing at bs 128.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
@@ -63,7 +67,17 @@ STRIDE_PROBE = [
     for bs in (128, 256)
     for width in (163840, 161792, 165888, 172032, 131072, 196608, 327680)
 ]
-INPUT_SETS = {"variants": INPUTS, "stride": STRIDE_PROBE}
+# `--inputs full-rows`: where the walk no longer crowds channels, what is left above the floor.
+FULL_ROWS = [
+    (1, 64, 163840, 65536),
+    (32, 64, 163840, 65536),
+    (32, 64, 163840, 163840),
+    (64, 64, 163840, 163840),
+    (128, 64, 163840, 163840),
+    (128, 64, 65600, 65536),
+    (256, 64, 65600, 65536),
+]
+INPUT_SETS = {"variants": INPUTS, "stride": STRIDE_PROBE, "full-rows": FULL_ROWS}
 
 _RUN_WALK = (
     "    n_blocks = tl.cdiv(max_seqlen_k, BLOCK_COLS)\n"
@@ -73,6 +87,7 @@ _RUN_WALK = (
 )
 _LOOP = "    for block in range(col_program * run, run_end):\n"
 _STORE_MASK = "                mask=cols < row_body_end,\n"
+_POOL_LOAD = "    pool_row = tl.load(req_pool_indices_ptr + req).to(tl.int64)\n"
 
 VARIANTS: dict = {  # name -> [(old, new), ...]
     "final": [],
@@ -84,6 +99,10 @@ VARIANTS: dict = {  # name -> [(old, new), ...]
                       'tokens = tl.load(src_row + cols, mask=body, eviction_policy="evict_first")'),
                      (_STORE_MASK, _STORE_MASK + '                cache_modifier=".cs",\n')],
     "pipelined": [(_LOOP, "    for block in tl.range(col_program * run, run_end, num_stages=3):\n")],
+    "programs-x2": [("triton.cdiv(4 * sms, bs)", "triton.cdiv(8 * sms, bs)")],
+    "block-2048": [("BLOCK_COLS = 1024", "BLOCK_COLS = 2048")],
+    # The pool index load issued before the scan for the longest request, so the two latencies overlap.
+    "early-pool-load": [(_POOL_LOAD, ""), ("    longest = 0\n", _POOL_LOAD + "    longest = 0\n")],
 }
 
 
