@@ -11,7 +11,7 @@ is a consumer reading page_table_1, real_page_table and nsa_cache_seqlens_int32.
 1. bit_exact: recorded replays against eager baseline replays through the same runner, whole
    buffers of every captured graph after every step, and the consumer's output.
 2. host: µs per step, interleaved rounds (recorded, unrecorded, baseline, consumer_only, copies,
-   in a fresh random order every round), median and IQR: recorded = the final stage with its metadata in
+   in a fresh random order every round, the cycle collector paused), median and IQR: recorded = the final stage with its metadata in
    the graph (replay_prepare skips the backend's replay call); unrecorded = the same stage and graphs
    without it (eager launch in replay_prepare); baseline = sglang 0.5.6; consumer_only = the same
    runner's step over graphs holding the consumer alone, no backend replay call either
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from bench.machine import environment  # noqa: E402
 from bench.peers import empty_launch  # noqa: E402
-from bench.timing import captured_launch, kernel_us, shuffled_rounds  # noqa: E402
+from bench.timing import captured_launch, gc_paused, kernel_us, shuffled_rounds  # noqa: E402
 from harness import stages  # noqa: E402
 from harness.compare import captured_state, first_mismatch  # noqa: E402
 from harness.cuda_graph import (  # noqa: E402
@@ -167,12 +167,13 @@ def time_steps(s: dict, rounds: int, device, capture_bs=None) -> list[dict]:
         for fn in steps.values():  # one untimed step each
             fn()
         samples = {name: [] for name in VARIANTS}
-        for order in shuffled_rounds(list(VARIANTS), rounds):
-            for name in order:
-                sync(device)
-                t0 = time.perf_counter()
-                steps[name]()
-                samples[name].append((time.perf_counter() - t0) * 1e6)
+        with gc_paused():
+            for order in shuffled_rounds(list(VARIANTS), rounds):
+                for name in order:
+                    sync(device)
+                    t0 = time.perf_counter()
+                    steps[name]()
+                    samples[name].append((time.perf_counter() - t0) * 1e6)
         row = {"bs": bs, **{name: spread(v) for name, v in samples.items()}}
         row["in_graph_extra_us"] = row["recorded"]["median"] - row["consumer_only"]["median"]
         row["meets_issue_11"] = row["in_graph_extra_us"] <= ALLOWED_EXTRA_US

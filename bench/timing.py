@@ -1,5 +1,7 @@
 """Timers shared by the GPU scripts (pytest-benchmark does the host timing of the suite itself)."""
 
+import contextlib
+import gc
 import random
 import statistics
 import time
@@ -50,21 +52,36 @@ def shuffled_rounds(names: list, rounds: int, seed: int = 0):
         yield order
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cycle collector off while timing (as timeit does): a collection triggered by one call's
+    garbage (baseline's host lists) would otherwise land in whichever call runs next."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def interleaved_host_us(calls: dict, rounds: int, warmup: int = 20) -> dict:
     """Host wall time of one call of each of `calls` (name -> fn), the queue drained before each,
-    interleaved round by round: name -> spread() of the rounds."""
+    interleaved round by round, the cycle collector paused: name -> spread() of the rounds."""
     drain = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)  # CPU: no queue
     samples = {name: [] for name in calls}
     for _ in range(warmup):
         for fn in calls.values():
             fn()
-    for order in shuffled_rounds(list(calls), rounds):
-        for name in order:
-            drain()
-            t0 = time.perf_counter_ns()
-            calls[name]()
-            samples[name].append((time.perf_counter_ns() - t0) / 1e3)
-    drain()
+    with gc_paused():
+        for order in shuffled_rounds(list(calls), rounds):
+            for name in order:
+                drain()
+                t0 = time.perf_counter_ns()
+                calls[name]()
+                samples[name].append((time.perf_counter_ns() - t0) / 1e3)
+        drain()
     return {name: spread(xs) for name, xs in samples.items()}
 
 

@@ -20,7 +20,7 @@ import torch
 
 from bench import graph_demo
 from bench.machine import environment
-from bench.timing import shuffled_rounds, spread
+from bench.timing import gc_paused, shuffled_rounds, spread
 from harness.cuda_graph import forward_batch
 
 CAPTURE_BS = (1, 64, 256)
@@ -51,12 +51,13 @@ def main(out: str) -> None:
         samples = {name: [] for name in calls}
         for fn in calls.values():
             fn()
-        for order in shuffled_rounds(list(calls), ROUNDS):
-            for name in order:
-                torch.cuda.synchronize()
-                t0 = time.perf_counter_ns()
-                calls[name]()
-                samples[name].append((time.perf_counter_ns() - t0) / 1e3)
+        with gc_paused():
+            for order in shuffled_rounds(list(calls), ROUNDS):
+                for name in order:
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter_ns()
+                    calls[name]()
+                    samples[name].append((time.perf_counter_ns() - t0) / 1e3)
         torch.cuda.synchronize()
         row = {"bs": bs, **{name: spread(xs) for name, xs in samples.items()}}
         rows.append(row)
