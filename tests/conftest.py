@@ -38,3 +38,30 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if warning:  # repeated at the end, where the outcome is read
         terminalreporter.write_sep("!", "vendor_stub/ is not a stage of the series", red=True)
         terminalreporter.write_line(warning, red=True)
+
+
+# Releases whose real files the tests execute directly: the oldest (no attn_backend local, static inputs
+# on self), the reference and the newest.
+REAL_RELEASES = ("0.5.5", "0.5.6", "0.5.9")
+
+
+@pytest.fixture(scope="session")
+def real_releases():
+    """version -> ((tree, module) unpatched, (tree, module) after the whole series), derived once for the
+    session: the release's real files and its nsa_backend module loaded around the stub's stand-ins."""
+    from harness import stages
+    from harness.releases import Derivation
+    from harness.series import Series
+    from harness.upstream_exec import load_release
+
+    stub = stages.load(stages.BASELINE)
+    out = {}
+    with Derivation(Series()) as derivation:
+        for version in REAL_RELEASES:
+            release = derivation.table.release(version)
+            commits = (derivation.base_commit(version), derivation.derive(version)[-1].commit)
+            out[version] = tuple(
+                (tree, load_release(version, tree, stub, release.model_runner, label))
+                for tree, label in ((derivation.files(c), label) for c, label in zip(commits, ("unpatched", "series")))
+            )
+    return out

@@ -208,37 +208,18 @@ def test_export_of_unknown_version_writes_nothing(tmp_path):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from strategies import target_verify_scenarios  # noqa: E402
 
-from harness.upstream_exec import load_release  # noqa: E402
+from conftest import REAL_RELEASES  # noqa: E402
 from harness.verify import compare_lockstep  # noqa: E402
 
 # The oldest release, the reference and the newest: the three shapes of the replay the series meets.
-FUZZED_RELEASES = ("0.5.5", "0.5.6", "0.5.9")
-
-
-@pytest.fixture(scope="module")
-def release_modules():
-    """(unpatched, whole series) real modules per fuzzed release."""
-    from harness import stages
-
-    stub = stages.load(stages.BASELINE)
-    modules = {}
-    with Derivation(Series()) as derivation:
-        for version in FUZZED_RELEASES:
-            release = derivation.table.release(version)
-            applied = derivation.derive(version)
-            trees = (derivation.files(derivation.base_commit(version)), derivation.files(applied[-1].commit))
-            modules[version] = tuple(
-                load_release(version, tree, stub, release.model_runner, label)
-                for tree, label in zip(trees, ("unpatched", "series"))
-            )
-    return modules
+FUZZED_RELEASES = REAL_RELEASES
 
 
 @pytest.mark.parametrize("version", FUZZED_RELEASES)
 @settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])
 @given(scenario=target_verify_scenarios(replays=4))
-def test_release_series_bit_exact_fuzz(release_modules, version, scenario):
-    unpatched, patched = release_modules[version]
+def test_release_series_bit_exact_fuzz(real_releases, version, scenario):
+    (_, unpatched), (_, patched) = real_releases[version]
     verdict = compare_lockstep(unpatched, {"series": patched}, scenario)["series"]
     assert verdict.exact, f"sglang {version}, {scenario}: {verdict.describe()}"
