@@ -75,5 +75,5 @@ def test_modes_benchmark_writes_rows_and_a_table(tmp_path):
     modes.main(str(out))
     rows = json.loads(out.read_text())["rows"]
     assert [(r["mode"], sorted(r["host"])) for r in rows] == [
-        ("decode", ["baseline", "final"]), ("draft_extend", ["baseline", "final"])]
+        ("decode", ["baseline", "final", "final-alone"]), ("draft_extend", ["baseline", "final", "final-alone"])]
     assert "| draft_extend | 2 |" in modes.table(str(out))
