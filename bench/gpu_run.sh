@@ -8,7 +8,7 @@
 # peer needs NSA_UPSTREAM_WHEEL). Each step is independent and has its own time limit: a failing
 # step is logged and the next one runs. The exit status is the number of failed steps. Writes at
 # most 7 files into OUT_DIR, no folders (the device machine returns 8 files, 2 folders deep).
-# GPU wall time: at most 9 minutes (the steps' limits add up to 520 s); about 5-7 minutes expected on an H100.
+# GPU wall time: at most 10 minutes (the steps' limits add up to 570 s); about 4-5 minutes expected on an H100.
 set -u
 out=${1:?usage: bench/gpu_run.sh OUT_DIR}
 mkdir -p "$out"
@@ -29,7 +29,7 @@ step() {  # step SECONDS NAME COMMAND...
 }
 
 python3 -c 'import torch, triton; print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)' | tee -a "$log"
-step 100 verdicts      python3 -m bench.gpu_verdicts "$out/verdicts.json"
+step 150 verdicts      python3 -m bench.gpu_verdicts "$out/verdicts.json"
 step 160 record        python3 -m bench.record "$out/record.json"
 step 90  graph_demo    python3 -m bench.graph_demo "$out/graph_demo.json"
 step 70  modes         python3 -m bench.modes "$out/modes.json"
