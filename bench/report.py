@@ -422,14 +422,15 @@ def write(machine: str) -> Path:
 
 
 def in_graph_line(host: list[dict], limit_us: float = 2.0) -> str:
-    """Issue 11's in-graph target: recorded step minus the consumer-only graph's step, at every bs."""
-    extra = {x["bs"]: x["in_graph_step_us"] - x["copies_and_replay_us"] for x in host}
+    """Issue 11's in-graph target: recorded step minus the metadata-free step of the same round (median
+    over rounds), at every bs. Runs before the paired estimate: the difference of the two medians."""
+    extra = {x["bs"]: x.get("in_graph_extra_us", x["in_graph_step_us"] - x["copies_and_replay_us"]) for x in host}
     worst = max(extra, key=extra.get)
     within = sum(v <= limit_us for v in extra.values())
     verdict = "met" if within == len(extra) else "MISSED"
     return (f"Target, the recorded step at most {limit_us:g} µs above the same graph without the metadata, at "
-            f"every bs: {verdict} (worst {extra[worst]:.1f} µs at bs {worst}; within the limit at {within} of "
-            f"{len(extra)} captured bs).")
+            f"every bs (median over rounds of the two steps' difference in the same round): {verdict} (worst "
+            f"{extra[worst]:.1f} µs at bs {worst}; within the limit at {within} of {len(extra)} captured bs).")
 
 
 def write_graph(machine: str) -> Path | None:
