@@ -81,7 +81,7 @@ INPUT_SETS = {"variants": INPUTS, "stride": STRIDE_PROBE, "full-rows": FULL_ROWS
 
 _RUN_WALK = (
     "    n_blocks = tl.cdiv(max_seqlen_k, BLOCK_COLS)\n"
-    "    run = tl.cdiv(n_blocks, COL_PROGRAMS)\n"
+    "    run = tl.cdiv(n_blocks, col_programs)\n"
     "    run_end = tl.minimum((col_program + 1) * run, n_blocks)\n"
     "    for block in range(col_program * run, run_end):\n"
 )
@@ -92,7 +92,7 @@ _POOL_LOAD = "    pool_row = tl.load(req_pool_indices_ptr + req).to(tl.int64)\n"
 VARIANTS: dict = {  # name -> [(old, new), ...]
     "final": [],
     # The walk the second run replaced (its `contiguous-chunks` is `final` now): blocks p, p + COL_PROGRAMS, ...
-    "interleaved-walk": [(_RUN_WALK, "    for block in range(col_program, tl.cdiv(max_seqlen_k, BLOCK_COLS), COL_PROGRAMS):\n")],
+    "interleaved-walk": [(_RUN_WALK, "    for block in range(col_program, tl.cdiv(max_seqlen_k, BLOCK_COLS), col_programs):\n")],
     "programs-x4": [("triton.cdiv(4 * sms, bs)", "triton.cdiv(16 * sms, bs)")],
     "warps-8-block-2048": [("BLOCK_COLS = 1024", "BLOCK_COLS = 2048"), ("num_warps=4", "num_warps=8")],
     "stream-hints": [("tokens = tl.load(src_row + cols, mask=body)",
