@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from bench.machine import environment  # noqa: E402
 from bench.peers import empty_launch  # noqa: E402
-from bench.timing import captured_launch, gc_paused, kernel_us, shuffled_rounds  # noqa: E402
+from bench.timing import captured_launch, gc_paused, interleaved_kernel_us, shuffled_rounds  # noqa: E402
 from harness import stages  # noqa: E402
 from harness.compare import captured_state, first_mismatch  # noqa: E402
 from harness.cuda_graph import (  # noqa: E402
@@ -193,7 +193,8 @@ def time_steps(s: dict, rounds: int, device, capture_bs=None) -> list[dict]:
 
 
 def kernel_rows(scenario: Scenario, recording: str, eager_stage: str) -> list[dict]:
-    """GPU µs of the recording stage's static-grid launch against the eager stage before it."""
+    """GPU µs of the recording stage's static-grid launch against the eager stage before it, the two
+    interleaved round by round (5 rounds of do_bench medians; median of the rounds)."""
     runners = {name: scenario.runner(stages.load(name), "cuda") for name in (recording, eager_stage)}
     rows = []
     for bs in (1, 32, 128):
@@ -205,8 +206,9 @@ def kernel_rows(scenario: Scenario, recording: str, eager_stage: str) -> list[di
                 runner.prepare(batch)
                 launches[name] = captured_launch(lambda runner=runner: runner.replay_metadata(bs))
             (jit, args, kwargs), (e_jit, e_args, e_kwargs) = launches[recording], launches[eager_stage]
-            static_us = kernel_us(lambda: jit.run(*args, **kwargs))
-            eager_us = kernel_us(lambda: e_jit.run(*e_args, **e_kwargs))
+            timed = interleaved_kernel_us({"static": lambda: jit.run(*args, **kwargs),
+                                           "eager": lambda: e_jit.run(*e_args, **e_kwargs)}, rounds=5)
+            static_us, eager_us = timed["static"]["us"], timed["eager"]["us"]
             rows.append({"bs": bs, "maxlen": maxlen, "static_grid": list(kwargs["grid"]), "static_us": static_us,
                          "eager_us": eager_us, "ratio": static_us / eager_us})
             print(rows[-1], flush=True)

@@ -1,9 +1,11 @@
 """What the final stage's kernel costs at server start: compile time per captured bs.
 
-The launch object compiles its kernel when it is built, at capture (patch 5), because bs, D,
-topk, the table width and strides are compile-time constants. This measures that cost over
-sglang's default CUDA-graph capture list for a GPU of this size, cold (an empty Triton cache) and
-warm (the cache a previous start left), and checks the first replay after capture compiles nothing.
+The launch object compiles its kernel when it is built, at capture (patch 5): D, topk, the table
+width and strides are compile-time constants. bs and the column programs are not (the kernel is not
+specialized on them), so only the first captured bs of a mode compiles; until this session each bs
+did, 0.2-0.5 s each (reports/h100/NOTES.md). This measures that cost over sglang's default CUDA-graph
+capture list for a GPU of this size, cold (an empty Triton cache) and warm (the cache a previous
+start left), and checks the first replay after capture compiles nothing.
 
     python3 -m bench.experiments.startup OUT.json       (NSA_USE_BUILD=1 on a machine without git)
 
