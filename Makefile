@@ -54,7 +54,7 @@ ops: setup
 upstream-check: setup
 	$(PY) -m harness upstream-check $(if $(VERSION),--version $(VERSION))
 
-# reports/upstream/MATRIX.md and matrix.json: every release x patch x scenario (about 18 min on 2 cores).
+# reports/upstream/MATRIX.md and matrix.json: every release x patch x scenario (about 45 min on 2 cores).
 upstream-report: setup
 	$(PY) -m harness.upstream --trace --write reports/upstream
 
