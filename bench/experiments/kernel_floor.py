@@ -23,6 +23,15 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      with ~4 programs per multiprocessor; `programs-x2`, `block-2048` (more bytes in flight per
      program) or `early-pool-load` (one load latency less) cut ~1 µs there and nothing at bs 128.
 
+  5. `--inputs fixed-cost`, prediction written before the run: (a) bs 1 and 8 take the same time in
+     the 165888-wide twin (a fixed cost), bs 128 at 4k and bs 32 at 64k less (the stride); (b) the
+     empty kernel with our arguments takes ~2-3 µs under do_bench, so about 3 µs of bs 1's 6.2 are
+     the chain of dependent loads; (c) `scan-program` (the length scan in a program of its own) cuts
+     ~1 µs at bs 32 with full rows, where program (0, 0) ends last by the length of the scan, and
+     about as much at bs 1; with `early-pool-load` it brings bs 32's full rows under 1.2x; (d) the
+     driver's own 2D memset writes the 640 KiB-strided address set >= 1.2x slower than packed, and
+     the 165888-wide one about as fast as packed.
+
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
 
@@ -77,7 +86,15 @@ FULL_ROWS = [
     (128, 64, 65600, 65536),
     (256, 64, 65600, 65536),
 ]
-INPUT_SETS = {"variants": INPUTS, "stride": STRIDE_PROBE, "full-rows": FULL_ROWS}
+# `--inputs fixed-cost`: the inputs still above their target on the series' kernel (small floors, and bs 32
+# with full rows), each small one beside a twin in a table 2048 columns wider (rows 8 KiB off the 640 KiB
+# multiple): is what is left a fixed cost, or the row stride?
+FIXED_COST = [
+    (bs, 64, width, length)
+    for bs, length in ((1, 65536), (8, 65536), (128, 4096), (32, 65536))
+    for width in (163840, 165888)
+] + [(32, 64, 163840, 163840), (128, 64, 163840, 163840), (128, 64, 65600, 65536)]
+INPUT_SETS = {"variants": INPUTS, "stride": STRIDE_PROBE, "full-rows": FULL_ROWS, "fixed-cost": FIXED_COST}
 
 _RUN_WALK = (
     "    n_blocks = tl.cdiv(max_seqlen_k, BLOCK_COLS)\n"
@@ -88,6 +105,14 @@ _RUN_WALK = (
 _LOOP = "    for block in range(col_program * run, run_end):\n"
 _STORE_MASK = "                mask=cols < row_body_end,\n"
 _POOL_LOAD = "    pool_row = tl.load(req_pool_indices_ptr + req).to(tl.int64)\n"
+_SCAN_AT = "    if (req == 0) & (col_program == 0):\n"
+_SCAN_CALL_END = "            BLOCK_DRAFT,\n        )\n    longest = 0\n"
+_SCAN_PROGRAM = [
+    ("    col_program = tl.program_id(1)\n" + _SCAN_AT,
+     "    col_program = tl.program_id(1) - 1\n    if col_program < 0:\n        if req != 0:\n            return\n"),
+    (_SCAN_CALL_END, "            BLOCK_DRAFT,\n        )\n        return\n    longest = 0\n"),
+    ("        self.grid = (bs, col_programs)\n", "        self.grid = (bs, 1 + col_programs)\n"),
+]
 
 VARIANTS: dict = {  # name -> [(old, new), ...]
     "final": [],
@@ -103,7 +128,14 @@ VARIANTS: dict = {  # name -> [(old, new), ...]
     "block-2048": [("BLOCK_COLS = 1024", "BLOCK_COLS = 2048")],
     # The pool index load issued before the scan for the longest request, so the two latencies overlap.
     "early-pool-load": [(_POOL_LOAD, ""), ("    longest = 0\n", _POOL_LOAD + "    longest = 0\n")],
+    # The length scan in a program of its own (column 0 of the grid, request 0; the other requests'
+    # column-0 programs return at once), so no copy program waits for it.
+    "scan-program": _SCAN_PROGRAM,
+    # The length scan in the last column program of the last request, whose run is the shortest.
+    "scan-last": [(_SCAN_AT, "    if (req == bs - 1) & (col_program == col_programs - 1):\n")],
 }
+VARIANTS["scan-program+early-pool-load"] = VARIANTS["scan-program"] + VARIANTS["early-pool-load"]
+VARIANTS["scan-last+early-pool-load"] = VARIANTS["scan-last"] + VARIANTS["early-pool-load"]
 
 
 def base_stage() -> str:
@@ -157,6 +189,41 @@ def geometry(bs: int, width: int, length: int, device="cuda") -> dict:
     return calls
 
 
+def driver_memset(bs: int, width: int, length: int, device="cuda") -> dict:
+    """The driver's own 2D memset (cuMemsetD2D32Async) of the page-table addresses a replay writes,
+    strided as the table is and packed: how fast the card writes that address set when no Triton code
+    is involved. Write-only, so compare the two layouts with each other, not with the floor."""
+    import ctypes
+
+    cuda = ctypes.CDLL("libcuda.so.1")
+    set2d = cuda.cuMemsetD2D32Async
+    set2d.argtypes = [ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint, ctypes.c_size_t, ctypes.c_size_t,
+                      ctypes.c_void_p]
+    set2d.restype = ctypes.c_int
+    calls = {}
+    for layout, w in (("strided", width), ("packed", length)):
+        table = torch.zeros(bs * D, w, dtype=torch.int32, device=device)
+
+        def call(table=table, pitch=4 * w):
+            status = set2d(table.data_ptr(), pitch, 7, length, bs * D, torch.cuda.current_stream().cuda_stream)
+            if status:
+                raise RuntimeError(f"cuMemsetD2D32Async failed with CUresult {status}")
+
+        calls[f"driver-memset-{layout}"] = call
+    return calls
+
+
+def nop_args_kernel(launch, seq_lens, pool) -> dict:
+    """An empty kernel with our kernel's parameters on the same grid (tritonbench's nop_with_args), timed
+    like the kernel: the part of a small input's time that any launch of this signature pays."""
+    from bench.peers import nop_with_args
+    from bench.timing import captured_launch, launch_kwargs
+
+    jit_fn, args, kwargs = captured_launch(lambda: launch(seq_lens, pool))
+    nop, kwargs = nop_with_args(jit_fn), launch_kwargs(kwargs)
+    return {"nop-args": lambda: nop[launch.grid](*args, **kwargs)}
+
+
 def main(out: str, *args: str) -> None:
     import triton
 
@@ -165,11 +232,12 @@ def main(out: str, *args: str) -> None:
     inputs, names = INPUTS, list(args)
     if names[:1] == ["--inputs"]:
         inputs, names = INPUT_SETS[names[1]], names[2:]
+    rounds = ROUNDS if inputs is not FIXED_COST else 2 * ROUNDS - 1  # sub-µs differences there
     names = ("final",) + tuple(n for n in names or VARIANTS if n != "final")  # "final": the reference
     modules = {name: load_variant(name, VARIANTS[name]) for name in names}
     bandwidth = copy_bandwidth()
     env = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-               final_stage=stages.final(), variants_of=base_stage(), copy_bandwidth=bandwidth, rounds=ROUNDS, draft=D)
+               final_stage=stages.final(), variants_of=base_stage(), copy_bandwidth=bandwidth, rounds=rounds, draft=D)
     print(env, flush=True)
     rows = []
     for bs, page, width, length in inputs:
@@ -193,9 +261,13 @@ def main(out: str, *args: str) -> None:
             except AssertionError as e:
                 exact[name] = False
                 print(f"  {name}: NOT bit-exact: {str(e).splitlines()[0]}", flush=True)
-        references = geometry(bs, width, min(length, width))
+        if inputs is FIXED_COST:
+            references = {**nop_args_kernel(launches["final"], seq_lens, pool),
+                          **driver_memset(bs, width, min(length, width))}
+        else:
+            references = geometry(bs, width, min(length, width))
         calls = {name: (lambda launch=launch: launch(seq_lens, pool)) for name, launch in launches.items()}
-        times = interleaved_kernel_us({**calls, **references}, ROUNDS)
+        times = interleaved_kernel_us({**calls, **references}, rounds)
         floor = Config(bs, D, page, min(length, width), context_len=width).floor_us(bandwidth)
         row = dict(bs=bs, page_size=page, width=width, length=length, floor_us=floor, variants={},
                    geometry={name: times[name] for name in references})
