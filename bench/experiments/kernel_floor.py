@@ -31,6 +31,16 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      about as much at bs 1; with `early-pool-load` it brings bs 32's full rows under 1.2x; (d) the
      driver's own 2D memset writes the 640 KiB-strided address set >= 1.2x slower than packed, and
      the 165888-wide one about as fast as packed.
+     Outcome (kernel_floor_fixed_cost.json): (a) confirmed: bs 1 and 8 take the same time in the twin,
+     bs 32 at 64k 2.3 µs less, bs 128 at 4k 1.1 µs less; (b) the empty kernel takes 3.9-4.4 µs, more
+     than predicted: bs 1 is 2.2 µs above it; (c) refuted: no scan placement moves bs 32's full rows
+     (44.7-45.2 against 44.8), and `scan-program`'s extra grid column costs 2-5 µs at bs 128;
+     `early-pool-load` no longer moves anything; (d) confirmed: the driver's memset takes 17.1 against
+     14.6 µs (bs 32 at 64k), 7.6 against 6.3 (bs 128 at 4k), equal in the twin and on full rows.
+  6. `prefetch-next`, `warps-8` on the same inputs, prediction written before the run: bs 32's full
+     rows are nop (4 µs) + two dependent loads (~2 µs) + the bytes at ~1.07x the floor's rate, while
+     the driver writes at 3.2 TB/s; if the copy waits on each block's load, two loads in flight per
+     program (or twice the warps) cut bs 32 and bs 128 full rows by >= 3 %.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
@@ -134,6 +144,19 @@ VARIANTS: dict = {  # name -> [(old, new), ...]
     # The length scan in the last column program of the last request, whose run is the shortest.
     "scan-last": [(_SCAN_AT, "    if (req == bs - 1) & (col_program == col_programs - 1):\n")],
 }
+# Software pipelining by hand: the next block's source load is issued before this block's stores, so
+# each program has two loads in flight and no iteration starts by waiting on one.
+VARIANTS["prefetch-next"] = [
+    (_LOOP, "    cols = col_program * run * BLOCK_COLS + tl.arange(0, BLOCK_COLS)\n"
+            "    tokens = tl.load(src_row + cols, mask=cols < body_end)\n" + _LOOP),
+    ("        tokens = tl.load(src_row + cols, mask=body)\n",
+     "        next_cols = cols + BLOCK_COLS\n"
+     "        next_tokens = tl.load(src_row + next_cols, mask=next_cols < tl.where(block + 1 < run_end, body_end, 0))\n"),
+    ("        if block == body_end // BLOCK_COLS:\n",
+     "        tokens = next_tokens\n        if block == body_end // BLOCK_COLS:\n"),
+]
+VARIANTS["warps-8"] = [("num_warps=4", "num_warps=8")]
+VARIANTS["prefetch-next+warps-8"] = VARIANTS["prefetch-next"] + VARIANTS["warps-8"]
 VARIANTS["scan-program+early-pool-load"] = VARIANTS["scan-program"] + VARIANTS["early-pool-load"]
 VARIANTS["scan-last+early-pool-load"] = VARIANTS["scan-last"] + VARIANTS["early-pool-load"]
 
