@@ -9,6 +9,11 @@ on its captured buffers:
 
   kernel (GPU µs, triton.testing.do_bench median per round, implementations interleaved):
     final             the final stage's launch object, launched bare
+    final-twin        the same launch on the same batch in a table 2048 columns wider: the same
+                      bytes, the rows no longer a multiple of 640 KiB apart (the row stride,
+                      reports/h100/NOTES.md)
+    nop-args          an empty kernel with our kernel's parameters on our grid and arguments: what
+                      any launch of ours pays on this timer before it moves a byte
     upstream-static   upstream 0.5.23's fused_dsa_target_verify_metadata as it ships:
                       max_seqlen_k = the page table's width
     upstream-hostmax  the same kernel given the batch's max on the host
@@ -35,13 +40,14 @@ DEVICE = triton_device()  # before triton is imported
 
 import torch  # noqa: E402
 
-from bench.inputs import Config, prepared_runner  # noqa: E402
+from bench.inputs import Config, launch_buffers, prepared_runner  # noqa: E402
 from bench.peers import empty_launch, load_upstream_peer, nop_with_args, upstream_call  # noqa: E402
 from bench.timing import captured_launch, interleaved_host_us, interleaved_kernel_us, launch_kwargs  # noqa: E402
 from harness import stages  # noqa: E402
 
 WIDE, NARROW = 163840, 65600  # DeepSeek V3.2's 160k context; the 64k-context buffer of earlier runs
 KERNEL_ROUNDS, HOST_ROUNDS = 5, 300
+TWIN_EXTRA_COLUMNS = 2048  # 8 KiB of int32: off every multiple of 640 KiB that 163840 and 65600 are near
 
 
 def _inputs() -> list[Config]:
@@ -61,25 +67,38 @@ SMOKE_INPUTS = [Config(2, 2, 64, 256, context_len=320, profile="uniform"),
                 Config(3, 1, 1, 300, context_len=320, profile="one-long")]
 
 
+def twin_launch(launch_cls, config: Config, width: int, req_to_token: torch.Tensor, seq_lens, pool):
+    """Our launch object on the same batch in buffers TWIN_EXTRA_COLUMNS wider (the source rows copied):
+    the same bytes move, and only the distance between the rows differs."""
+    buffers = launch_buffers(config.bs, config.D, config.page_size, width + TWIN_EXTRA_COLUMNS, DEVICE)
+    wider = torch.zeros(req_to_token.shape[0], req_to_token.shape[1] + TWIN_EXTRA_COLUMNS, dtype=torch.int32,
+                        device=DEVICE)
+    wider[:, : req_to_token.shape[1]] = req_to_token
+    return launch_cls(buffers, wider, config.D, config.topk, seq_lens, pool)
+
+
 def measure(config: Config, final, peer, bandwidth: float | None) -> dict:
     runner = prepared_runner(final, config, DEVICE)
     bs = config.bs
     md = runner.backend.decode_cuda_graph_metadata[bs]
     seq_lens, pool = runner.seq_lens[:bs], runner.req_pool_indices[:bs]
-    launch = stages.kernel_module(stages.final()).CudaGraphMetadataLaunch(
-        md, runner.backend.req_to_token, config.D, config.topk, seq_lens, pool)
+    launch_cls = stages.kernel_module(stages.final()).CudaGraphMetadataLaunch
+    launch = launch_cls(md, runner.backend.req_to_token, config.D, config.topk, seq_lens, pool)
     gpu = DEVICE == "cuda"
     kernels = {"final": lambda: launch(seq_lens, pool)}
+    peers = {}
     if peer is not None:
         for name, static in (("upstream-static", True), ("upstream-hostmax", False)):
-            kernels[name] = upstream_call(peer, runner, bs, config.D, config.page_size, config.topk, static_width=static)
-    host = {"final-replay": lambda: runner.replay_metadata(bs), "final-launch": kernels["final"],
-            **{k: v for k, v in kernels.items() if k != "final"},
+            peers[name] = upstream_call(peer, runner, bs, config.D, config.page_size, config.topk, static_width=static)
+    host = {"final-replay": lambda: runner.replay_metadata(bs), "final-launch": kernels["final"], **peers,
             "nop-1": empty_launch(DEVICE)}
     if gpu:  # the interpreter launches through another path: no JITFunction.run to capture
         jit_fn, args, kwargs = captured_launch(kernels["final"])
         nop, kwargs = nop_with_args(jit_fn), launch_kwargs(kwargs)
         host["nop-args"] = lambda: nop[launch.grid](*args, **kwargs)
+        twin = twin_launch(launch_cls, config, md.page_table_1.shape[1], runner.backend.req_to_token, seq_lens,
+                           pool)
+        kernels.update({"final-twin": lambda: twin(seq_lens, pool), "nop-args": host["nop-args"], **peers})
     row = dict(id=config.id, bs=bs, D=config.D, page_size=config.page_size, maxlen=config.maxlen,
                width=config.context_len, profile=config.profile, bytes=config.bytes_moved(),
                floor_us=config.floor_us(bandwidth) if bandwidth else None,

@@ -41,6 +41,10 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      rows are nop (4 µs) + two dependent loads (~2 µs) + the bytes at ~1.07x the floor's rate, while
      the driver writes at 3.2 TB/s; if the copy waits on each block's load, two loads in flight per
      program (or twice the warps) cut bs 32 and bs 128 full rows by >= 3 %.
+     Outcome (kernel_floor_prefetch.json): refuted. `prefetch-next` costs 0.6 µs at bs 32 and 4.4 µs
+     at bs 128 with full rows, `warps-8` moves nothing by more than 1 %, both together cost 1.3 and
+     10.6 µs. The copy does not wait on its loads; what is left on full rows is the empty kernel's
+     time on this timer, which bench.record now measures beside every input.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
