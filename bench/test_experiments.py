@@ -77,3 +77,20 @@ def test_modes_benchmark_writes_rows_and_a_table(tmp_path):
     assert [(r["mode"], sorted(r["host"])) for r in rows] == [
         ("decode", ["baseline", "final", "final-alone"]), ("draft_extend", ["baseline", "final", "final-alone"])]
     assert "| draft_extend | 2 |" in modes.table(str(out))
+
+
+@pytest.mark.parametrize("page", [1, 64])
+def test_simplest_kernel_writes_the_page_table_bytes_the_final_kernel_writes(page):
+    from bench.experiments.broadcast_rows import broadcast_rows
+
+    bs, draft, width, length = 3, 4, 2200, 2100
+    final = kernel_floor.load_variant("final", [])
+    req_to_token = torch.randint(0, 1 << 30, (bs + 2, width), dtype=torch.int32)
+    seq_lens = torch.full((bs,), length - draft, dtype=torch.int32)
+    pool = torch.randperm(bs + 2)[:bs].to(torch.int32)
+    ours, simplest = launch_buffers(bs, draft, page, width, "cpu"), launch_buffers(bs, draft, page, width, "cpu")
+    final.CudaGraphMetadataLaunch(ours, req_to_token, draft, 2048, seq_lens, pool)(seq_lens, pool)
+    broadcast_rows(pool=pool, req_to_token=req_to_token, page_table=simplest.page_table_1,
+                   real_page_table=simplest.real_page_table, length=length, draft=draft, page_size=page)
+    torch.testing.assert_close(simplest.page_table_1, ours.page_table_1, rtol=0, atol=0, check_stride=True)
+    torch.testing.assert_close(simplest.real_page_table, ours.real_page_table, rtol=0, atol=0, check_stride=True)

@@ -45,6 +45,11 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      at bs 128 with full rows, `warps-8` moves nothing by more than 1 %, both together cost 1.3 and
      10.6 µs. The copy does not wait on its loads; what is left on full rows is the empty kernel's
      time on this timer, which bench.record now measures beside every input.
+  7. `simplest-kernel` (bench/experiments/broadcast_rows.py: one program per request and 1024 columns,
+     the length given by the host, nothing else) on the same inputs, prediction written before the
+     run: it writes the same bytes no faster than ours on full rows (44-45 µs at bs 32, ~162 at bs
+     128), i.e. ~1.1x the floor's rate plus the empty kernel is what this read/write mix costs on an
+     H100; packed, it is as slow on full rows and faster on the 64k-in-163840 ones.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
@@ -240,6 +245,20 @@ def driver_memset(bs: int, width: int, length: int, device="cuda") -> dict:
     return calls
 
 
+def simplest_kernel(bs: int, page: int, width: int, length: int, req_to_token, pool, device="cuda") -> dict:
+    """bench.experiments.broadcast_rows writing the same page-table bytes, strided as the table is and
+    packed into a table exactly `length` wide: what the read/write mix costs a kernel that does nothing else."""
+    from bench.experiments.broadcast_rows import broadcast_rows
+
+    calls = {}
+    for layout, w in (("strided", width), ("packed", length)):
+        out = launch_buffers(bs, D, page, w, device)
+        calls[f"simplest-kernel-{layout}"] = lambda out=out: broadcast_rows(
+            pool=pool, req_to_token=req_to_token, page_table=out.page_table_1, real_page_table=out.real_page_table,
+            length=length, draft=D, page_size=page)
+    return calls
+
+
 def nop_args_kernel(launch, seq_lens, pool) -> dict:
     """An empty kernel with our kernel's parameters on the same grid (tritonbench's nop_with_args), timed
     like the kernel: the part of a small input's time that any launch of this signature pays."""
@@ -290,7 +309,8 @@ def main(out: str, *args: str) -> None:
                 print(f"  {name}: NOT bit-exact: {str(e).splitlines()[0]}", flush=True)
         if inputs is FIXED_COST:
             references = {**nop_args_kernel(launches["final"], seq_lens, pool),
-                          **driver_memset(bs, width, min(length, width))}
+                          **driver_memset(bs, width, min(length, width)),
+                          **simplest_kernel(bs, page, width, min(length, width), req_to_token, pool)}
         else:
             references = geometry(bs, width, min(length, width))
         calls = {name: (lambda launch=launch: launch(seq_lens, pool)) for name, launch in launches.items()}
