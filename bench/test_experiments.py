@@ -94,3 +94,18 @@ def test_simplest_kernel_writes_the_page_table_bytes_the_final_kernel_writes(pag
                    real_page_table=simplest.real_page_table, length=length, draft=draft, page_size=page)
     torch.testing.assert_close(simplest.page_table_1, ours.page_table_1, rtol=0, atol=0, check_stride=True)
     torch.testing.assert_close(simplest.real_page_table, ours.real_page_table, rtol=0, atol=0, check_stride=True)
+
+
+def test_bulk_store_probe_writes_the_page_table_bytes_and_nothing_past_the_length():
+    from bench.experiments.broadcast_rows import broadcast_rows, broadcast_rows_tma
+
+    bs, draft, width, length, page = 3, 4, 2200, 2100, 64
+    req_to_token = torch.randint(0, 1 << 30, (bs + 2, width), dtype=torch.int32)
+    pool = torch.randperm(bs + 2)[:bs].to(torch.int32)
+    plain, bulk = (poison(launch_buffers(bs, draft, page, width, "cpu"), seed=1) for _ in range(2))
+    broadcast_rows(pool=pool, req_to_token=req_to_token, page_table=plain.page_table_1,
+                   real_page_table=plain.real_page_table, length=length, draft=draft, page_size=page)
+    broadcast_rows_tma(pool=pool, req_to_token=req_to_token, page_table=bulk.page_table_1,
+                       real_page_table=bulk.real_page_table, length=length, draft=draft, page_size=page, col_programs=3)
+    torch.testing.assert_close(bulk.page_table_1, plain.page_table_1, rtol=0, atol=0, check_stride=True)
+    torch.testing.assert_close(bulk.real_page_table, plain.real_page_table, rtol=0, atol=0, check_stride=True)

@@ -7,11 +7,18 @@ inputs) has D rows, each a copy of its source row:
 One program per (request, BLOCK_COLS columns), L given by the host: no length buffers, no scan, no
 max over the batch, no dependent load before the copy but the pool index. What it takes above the
 copy-bandwidth floor is what this read/write mix and launch cost on the card, whatever the kernel.
+
+`broadcast_rows_tma` writes the page table with the Hopper tensor-memory accelerator instead: each
+program copies a contiguous run of 256-column blocks, one bulk store of a [D, 256] box per block
+(the D rows of a request are rows of the table), and the descriptor's shape, [bs * D, L], keeps
+every column past L as it was. A probe of what bulk stores buy on this mix, not a replacement:
+L is a host value here.
 """
 
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 
 @triton.jit
@@ -66,4 +73,66 @@ def broadcast_rows(
         pool, req_to_token, page_table, real_page_table,
         length, req_to_token.stride(0), page_table.stride(0), real_page_table.stride(0),
         DRAFT=draft, LOG2_PAGE_SIZE=page_size.bit_length() - 1, BLOCK_COLS=block_cols, num_warps=4,
+    )
+
+
+TMA_BLOCK_COLS = 256  # the largest box dimension a bulk tensor copy takes
+
+
+@triton.jit
+def _broadcast_rows_tma_kernel(
+    # inputs
+    pool_ptr,  # [bs] int32
+    req_to_token_ptr,  # [rows, >= length] int32
+    # outputs
+    page_table_desc,  # [bs * DRAFT, length] int32, box [DRAFT, BLOCK_COLS]
+    real_page_table_ptr,  # [bs * DRAFT, >= cdiv(length, page size)] int32
+    # scalars
+    length,
+    req_to_token_stride,
+    real_page_table_stride,
+    col_programs,
+    # constexpr
+    DRAFT: tl.constexpr,
+    LOG2_PAGE_SIZE: tl.constexpr,
+    BLOCK_COLS: tl.constexpr,
+):
+    req = tl.program_id(0)
+    col_program = tl.program_id(1)
+    src_row = req_to_token_ptr + tl.load(pool_ptr + req).to(tl.int64) * req_to_token_stride
+    first_row = req * DRAFT
+    n_blocks = tl.cdiv(length, BLOCK_COLS)
+    run = tl.cdiv(n_blocks, col_programs)
+    for block in range(col_program * run, tl.minimum((col_program + 1) * run, n_blocks)):
+        cols = block * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+        tokens = tl.load(src_row + cols, mask=cols < length)
+        page_table_desc.store([first_row, block * BLOCK_COLS], tl.broadcast_to(tokens[None, :], (DRAFT, BLOCK_COLS)))
+        if LOG2_PAGE_SIZE > 0:
+            pages = block * (BLOCK_COLS >> LOG2_PAGE_SIZE) + tl.arange(0, BLOCK_COLS >> LOG2_PAGE_SIZE)
+            first_cols = pages << LOG2_PAGE_SIZE
+            page_ids = tl.load(src_row + first_cols, mask=first_cols < length) >> LOG2_PAGE_SIZE
+            for d in tl.static_range(DRAFT):
+                tl.store(real_page_table_ptr + (first_row + d).to(tl.int64) * real_page_table_stride + pages,
+                         page_ids, mask=first_cols < length)
+
+
+def broadcast_rows_tma(
+    *,
+    pool: torch.Tensor,
+    req_to_token: torch.Tensor,
+    page_table: torch.Tensor,
+    real_page_table: torch.Tensor,
+    length: int,
+    draft: int,
+    page_size: int,
+    col_programs: int,
+) -> None:
+    """As broadcast_rows, the page table written by bulk tensor stores (Hopper); `col_programs` runs a request."""
+    rows = pool.shape[0] * draft
+    desc = TensorDescriptor(page_table, shape=[rows, length], strides=[page_table.stride(0), 1],
+                            block_shape=[draft, TMA_BLOCK_COLS])
+    _broadcast_rows_tma_kernel[(pool.shape[0], col_programs)](
+        pool, req_to_token, desc, real_page_table,
+        length, req_to_token.stride(0), real_page_table.stride(0), col_programs,
+        DRAFT=draft, LOG2_PAGE_SIZE=page_size.bit_length() - 1, BLOCK_COLS=TMA_BLOCK_COLS, num_warps=4,
     )

@@ -50,6 +50,13 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      run: it writes the same bytes no faster than ours on full rows (44-45 µs at bs 32, ~162 at bs
      128), i.e. ~1.1x the floor's rate plus the empty kernel is what this read/write mix costs on an
      H100; packed, it is as slow on full rows and faster on the 64k-in-163840 ones.
+     Outcome (kernel_floor_simplest.json): confirmed on full rows at bs 32 (45.4-45.6 against our
+     45.2 µs) and at 65600 it is 4 % faster (66.6 against 69.3); at bs 128 with full rows its 20480
+     programs take 191.6 against our 162.8. Packed it gains 2 µs at bs 32 in the 163840 table.
+  8. `bulk-store-kernel` (the same, each block's D rows written by one Hopper bulk tensor store, in
+     contiguous runs as ours), prediction written before the run: if the stores' issue is what holds
+     the mix at ~2.6 TB/s, bulk stores bring bs 32's full rows to <= 42 µs; otherwise it lands within
+     3 % of ours.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
@@ -248,7 +255,7 @@ def driver_memset(bs: int, width: int, length: int, device="cuda") -> dict:
 def simplest_kernel(bs: int, page: int, width: int, length: int, req_to_token, pool, device="cuda") -> dict:
     """bench.experiments.broadcast_rows writing the same page-table bytes, strided as the table is and
     packed into a table exactly `length` wide: what the read/write mix costs a kernel that does nothing else."""
-    from bench.experiments.broadcast_rows import broadcast_rows
+    from bench.experiments.broadcast_rows import broadcast_rows, broadcast_rows_tma
 
     calls = {}
     for layout, w in (("strided", width), ("packed", length)):
@@ -256,6 +263,11 @@ def simplest_kernel(bs: int, page: int, width: int, length: int, req_to_token, p
         calls[f"simplest-kernel-{layout}"] = lambda out=out: broadcast_rows(
             pool=pool, req_to_token=req_to_token, page_table=out.page_table_1, real_page_table=out.real_page_table,
             length=length, draft=D, page_size=page)
+    out = launch_buffers(bs, D, page, width, device)
+    col_programs = max(1, min(-(-length // 1024), -(-4 * torch.cuda.get_device_properties(device).multi_processor_count // bs)))
+    calls["bulk-store-kernel"] = lambda: broadcast_rows_tma(
+        pool=pool, req_to_token=req_to_token, page_table=out.page_table_1, real_page_table=out.real_page_table,
+        length=length, draft=D, page_size=page, col_programs=col_programs)
     return calls
 
 
