@@ -57,6 +57,9 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      contiguous runs as ours), prediction written before the run: if the stores' issue is what holds
      the mix at ~2.6 TB/s, bulk stores bring bs 32's full rows to <= 42 µs; otherwise it lands within
      3 % of ours.
+     Outcome (kernel_floor_bulk_store.json): refuted both ways: bulk stores are slower everywhere
+     (52.0 against 45.1 µs at bs 32 with full rows, 182.1 against 162.2 at bs 128, 77.5 against 69.1
+     at 65600), each program waiting on its store's shared-memory staging.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
