@@ -276,6 +276,7 @@ def plot(run_stages: list[str], rows: list[dict], folder: Path, gpu: bool) -> li
 
 # -- the benchmark of record (record.json) ------------------------------------------------------------
 KERNEL_IMPLS = ("final", "final-twin", "nop-args", "upstream-static", "upstream-hostmax")
+PLOT_LABELS = {"final-twin": "final, table 2048 columns wider", "nop-args": "empty launch, our arguments"}
 HOST_IMPLS = ("final-replay", "final-launch", "upstream-static", "upstream-hostmax", "nop-args", "nop-1")
 
 
@@ -363,7 +364,7 @@ def record_plots(rows: list[dict], folder: Path) -> list[str]:
                 xs = [r[metric][impl] for r in sel]
                 ax.errorbar(bss, [x["us"] for x in xs], yerr=[[x["us"] - x["q1"] for x in xs],
                                                               [x["q3"] - x["us"] for x in xs]],
-                            marker="o", capsize=3, label=impl)
+                            marker="o", capsize=3, label=PLOT_LABELS.get(impl, impl))
         if metric == "kernel":
             ax.plot(bss, [r["floor_us"] for r in sel], "k--", label="memory floor")
         ax.set(xscale="log", yscale="log", xlabel="bs", ylabel=f"{metric} µs (median, quartile bars)",
