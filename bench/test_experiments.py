@@ -109,3 +109,19 @@ def test_bulk_store_probe_writes_the_page_table_bytes_and_nothing_past_the_lengt
                        real_page_table=bulk.real_page_table, length=length, draft=draft, page_size=page, col_programs=3)
     torch.testing.assert_close(bulk.page_table_1, plain.page_table_1, rtol=0, atol=0, check_stride=True)
     torch.testing.assert_close(bulk.real_page_table, plain.real_page_table, rtol=0, atol=0, check_stride=True)
+
+
+def test_fill_probe_writes_the_same_addresses_and_nothing_else():
+    from bench.experiments.broadcast_rows import fill_rows
+
+    bs, draft, width, length, page = 3, 4, 2200, 2100, 64
+    filled, stale = (poison(launch_buffers(bs, draft, page, width, "cpu"), seed=2) for _ in range(2))
+    fill_rows(page_table=filled.page_table_1, real_page_table=filled.real_page_table, length=length, draft=draft,
+              page_size=page)
+    pages = -(-length // page)
+    want_table = stale.page_table_1.clone()
+    want_table[:, :length] = torch.arange(length, dtype=torch.int32)
+    want_pages = stale.real_page_table.clone()
+    want_pages[:, :pages] = torch.arange(pages, dtype=torch.int32)
+    torch.testing.assert_close(filled.page_table_1, want_table, rtol=0, atol=0, check_stride=True)
+    torch.testing.assert_close(filled.real_page_table, want_pages, rtol=0, atol=0, check_stride=True)

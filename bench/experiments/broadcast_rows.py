@@ -76,6 +76,48 @@ def broadcast_rows(
     )
 
 
+@triton.jit
+def _fill_rows_kernel(
+    # outputs
+    page_table_ptr,  # [bs * DRAFT, >= length] int32
+    real_page_table_ptr,  # [bs * DRAFT, >= cdiv(length, page size)] int32
+    # scalars
+    length,
+    page_table_stride,
+    real_page_table_stride,
+    # constexpr
+    DRAFT: tl.constexpr,
+    LOG2_PAGE_SIZE: tl.constexpr,
+    BLOCK_COLS: tl.constexpr,
+):
+    first_row = tl.program_id(0).to(tl.int64) * DRAFT
+    cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    for d in tl.static_range(DRAFT):
+        tl.store(page_table_ptr + (first_row + d) * page_table_stride + cols, cols, mask=cols < length)
+    if LOG2_PAGE_SIZE > 0:
+        pages = tl.program_id(1) * (BLOCK_COLS >> LOG2_PAGE_SIZE) + tl.arange(0, BLOCK_COLS >> LOG2_PAGE_SIZE)
+        for d in tl.static_range(DRAFT):
+            tl.store(real_page_table_ptr + (first_row + d) * real_page_table_stride + pages, pages,
+                     mask=(pages << LOG2_PAGE_SIZE) < length)
+
+
+def fill_rows(
+    *,
+    page_table: torch.Tensor,
+    real_page_table: torch.Tensor,
+    length: int,
+    draft: int,
+    page_size: int,
+    block_cols: int = 1024,
+) -> None:
+    """broadcast_rows's stores alone (each column's index for a value): what the writes cost without the reads."""
+    grid = (page_table.shape[0] // draft, triton.cdiv(length, block_cols))
+    _fill_rows_kernel[grid](
+        page_table, real_page_table, length, page_table.stride(0), real_page_table.stride(0),
+        DRAFT=draft, LOG2_PAGE_SIZE=page_size.bit_length() - 1, BLOCK_COLS=block_cols, num_warps=4,
+    )
+
+
 TMA_BLOCK_COLS = 256  # the largest box dimension a bulk tensor copy takes
 
 

@@ -60,6 +60,12 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      Outcome (kernel_floor_bulk_store.json): refuted both ways: bulk stores are slower everywhere
      (52.0 against 45.1 µs at bs 32 with full rows, 182.1 against 162.2 at bs 128, 77.5 against 69.1
      at 65600), each program waiting on its store's shared-memory staging.
+  9. `simplest-fill-strided` (the simplest kernel storing a constant: no loads) and `rows-outer` (each
+     program writes its request's rows one after another, re-reading the source run from L2: one
+     write stream per program instead of D), prediction written before the run: Triton's fill runs
+     within 5 % of the driver's memset, so stores alone are not slow and the mix is what costs; if
+     D concurrent write streams per program cost DRAM page misses, rows-outer cuts full rows by >= 3 %,
+     else it lands within 2 % of ours.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
@@ -174,6 +180,18 @@ VARIANTS["prefetch-next"] = [
     ("        if block == body_end // BLOCK_COLS:\n",
      "        tokens = next_tokens\n        if block == body_end // BLOCK_COLS:\n"),
 ]
+
+
+def _rows_outer(source: str) -> str:
+    """The column walk repeated once per row of the request (the source re-read from L2), so that each
+    program writes one row at a time: one write stream per program instead of D."""
+    start, end = source.index(_LOOP), source.index("\n\ndef _check_int32_buffer")
+    walk = "".join("    " + line if line.strip() else line for line in source[start:end].splitlines(True))
+    walk = walk.replace("tl.static_range(DRAFT)", "tl.static_range(d_outer, d_outer + 1)")
+    return source[:start] + "    for d_outer in tl.static_range(DRAFT):\n" + walk + source[end:]
+
+
+VARIANTS["rows-outer"] = [_rows_outer]
 VARIANTS["warps-8"] = [("num_warps=4", "num_warps=8")]
 VARIANTS["prefetch-next+warps-8"] = VARIANTS["prefetch-next"] + VARIANTS["warps-8"]
 VARIANTS["scan-program+early-pool-load"] = VARIANTS["scan-program"] + VARIANTS["early-pool-load"]
@@ -186,8 +204,12 @@ def base_stage() -> str:
 
 
 def variant_source(source: str, replacements) -> str:
-    """`source` with each (old, new) of `replacements` applied once."""
-    for old, new in replacements:
+    """`source` with each of `replacements` applied once: an (old, new) text pair, or a function of the source."""
+    for replacement in replacements:
+        if callable(replacement):
+            source = replacement(source)
+            continue
+        old, new = replacement
         if source.count(old) != 1:
             raise LookupError(f"the final kernel module no longer holds exactly one {old!r}: update VARIANTS")
         source = source.replace(old, new)
@@ -258,7 +280,7 @@ def driver_memset(bs: int, width: int, length: int, device="cuda") -> dict:
 def simplest_kernel(bs: int, page: int, width: int, length: int, req_to_token, pool, device="cuda") -> dict:
     """bench.experiments.broadcast_rows writing the same page-table bytes, strided as the table is and
     packed into a table exactly `length` wide: what the read/write mix costs a kernel that does nothing else."""
-    from bench.experiments.broadcast_rows import broadcast_rows, broadcast_rows_tma
+    from bench.experiments.broadcast_rows import broadcast_rows, broadcast_rows_tma, fill_rows
 
     calls = {}
     for layout, w in (("strided", width), ("packed", length)):
@@ -266,6 +288,9 @@ def simplest_kernel(bs: int, page: int, width: int, length: int, req_to_token, p
         calls[f"simplest-kernel-{layout}"] = lambda out=out: broadcast_rows(
             pool=pool, req_to_token=req_to_token, page_table=out.page_table_1, real_page_table=out.real_page_table,
             length=length, draft=D, page_size=page)
+    fill = launch_buffers(bs, D, page, width, device)
+    calls["simplest-fill-strided"] = lambda: fill_rows(
+        page_table=fill.page_table_1, real_page_table=fill.real_page_table, length=length, draft=D, page_size=page)
     out = launch_buffers(bs, D, page, width, device)
     col_programs = max(1, min(-(-length // 1024), -(-4 * torch.cuda.get_device_properties(device).multi_processor_count // bs)))
     calls["bulk-store-kernel"] = lambda: broadcast_rows_tma(
