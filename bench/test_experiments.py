@@ -125,3 +125,24 @@ def test_fill_probe_writes_the_same_addresses_and_nothing_else():
     want_pages[:, :pages] = torch.arange(pages, dtype=torch.int32)
     torch.testing.assert_close(filled.page_table_1, want_table, rtol=0, atol=0, check_stride=True)
     torch.testing.assert_close(filled.real_page_table, want_pages, rtol=0, atol=0, check_stride=True)
+
+
+@pytest.mark.parametrize("along_rows", [False, True])
+def test_simplest_kernels_write_the_same_whichever_order_their_grid_takes(along_rows):
+    from bench.experiments.broadcast_rows import broadcast_rows, fill_rows
+
+    bs, draft, width, length, page = 3, 2, 2200, 2100, 64
+    req_to_token = torch.randint(0, 1 << 30, (bs + 2, width), dtype=torch.int32)
+    pool = torch.randperm(bs + 2)[:bs].to(torch.int32)
+    written = []
+    for order in (False, along_rows):
+        out = poison(launch_buffers(bs, draft, page, width, "cpu"), seed=3)
+        broadcast_rows(pool=pool, req_to_token=req_to_token, page_table=out.page_table_1,
+                       real_page_table=out.real_page_table, length=length, draft=draft, page_size=page, along_rows=order)
+        filled = poison(launch_buffers(bs, draft, page, width, "cpu"), seed=3)
+        fill_rows(page_table=filled.page_table_1, real_page_table=filled.real_page_table, length=length, draft=draft,
+                  page_size=page, along_rows=order)
+        written.append((out, filled))
+    for a, b in zip(*written):
+        for field in ("page_table_1", "real_page_table"):
+            torch.testing.assert_close(getattr(b, field), getattr(a, field), rtol=0, atol=0, check_stride=True)

@@ -38,9 +38,10 @@ def _broadcast_rows_kernel(
     DRAFT: tl.constexpr,
     LOG2_PAGE_SIZE: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
+    ALONG_ROWS: tl.constexpr,
 ):
-    req = tl.program_id(0)
-    block = tl.program_id(1)
+    # ALONG_ROWS: neighbouring programs take neighbouring blocks of one row (else: of neighbouring requests).
+    req, block = (tl.program_id(1), tl.program_id(0)) if ALONG_ROWS else (tl.program_id(0), tl.program_id(1))
     src_row = req_to_token_ptr + tl.load(pool_ptr + req).to(tl.int64) * req_to_token_stride
     first_row = req.to(tl.int64) * DRAFT
     cols = block * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
@@ -66,13 +67,16 @@ def broadcast_rows(
     draft: int,
     page_size: int,
     block_cols: int = 1024,
+    along_rows: bool = False,
 ) -> None:
-    """Write the first `length` columns of every request's `draft` rows (and their page ids)."""
+    """Write the first `length` columns of every request's `draft` rows (and their page ids); `along_rows`:
+    the grid launches the blocks of one request together, else one block of every request together."""
     grid = (pool.shape[0], triton.cdiv(length, block_cols))
-    _broadcast_rows_kernel[grid](
+    _broadcast_rows_kernel[grid[::-1] if along_rows else grid](
         pool, req_to_token, page_table, real_page_table,
         length, req_to_token.stride(0), page_table.stride(0), real_page_table.stride(0),
-        DRAFT=draft, LOG2_PAGE_SIZE=page_size.bit_length() - 1, BLOCK_COLS=block_cols, num_warps=4,
+        DRAFT=draft, LOG2_PAGE_SIZE=page_size.bit_length() - 1, BLOCK_COLS=block_cols, ALONG_ROWS=along_rows,
+        num_warps=4,
     )
 
 
@@ -89,13 +93,15 @@ def _fill_rows_kernel(
     DRAFT: tl.constexpr,
     LOG2_PAGE_SIZE: tl.constexpr,
     BLOCK_COLS: tl.constexpr,
+    ALONG_ROWS: tl.constexpr,
 ):
-    first_row = tl.program_id(0).to(tl.int64) * DRAFT
-    cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
+    req, block = (tl.program_id(1), tl.program_id(0)) if ALONG_ROWS else (tl.program_id(0), tl.program_id(1))
+    first_row = req.to(tl.int64) * DRAFT
+    cols = block * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     for d in tl.static_range(DRAFT):
         tl.store(page_table_ptr + (first_row + d) * page_table_stride + cols, cols, mask=cols < length)
     if LOG2_PAGE_SIZE > 0:
-        pages = tl.program_id(1) * (BLOCK_COLS >> LOG2_PAGE_SIZE) + tl.arange(0, BLOCK_COLS >> LOG2_PAGE_SIZE)
+        pages = block * (BLOCK_COLS >> LOG2_PAGE_SIZE) + tl.arange(0, BLOCK_COLS >> LOG2_PAGE_SIZE)
         for d in tl.static_range(DRAFT):
             tl.store(real_page_table_ptr + (first_row + d) * real_page_table_stride + pages, pages,
                      mask=(pages << LOG2_PAGE_SIZE) < length)
@@ -109,12 +115,14 @@ def fill_rows(
     draft: int,
     page_size: int,
     block_cols: int = 1024,
+    along_rows: bool = False,
 ) -> None:
     """broadcast_rows's stores alone (each column's index for a value): what the writes cost without the reads."""
     grid = (page_table.shape[0] // draft, triton.cdiv(length, block_cols))
-    _fill_rows_kernel[grid](
+    _fill_rows_kernel[grid[::-1] if along_rows else grid](
         page_table, real_page_table, length, page_table.stride(0), real_page_table.stride(0),
-        DRAFT=draft, LOG2_PAGE_SIZE=page_size.bit_length() - 1, BLOCK_COLS=block_cols, num_warps=4,
+        DRAFT=draft, LOG2_PAGE_SIZE=page_size.bit_length() - 1, BLOCK_COLS=block_cols, ALONG_ROWS=along_rows,
+        num_warps=4,
     )
 
 

@@ -66,6 +66,15 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      within 5 % of the driver's memset, so stores alone are not slow and the mix is what costs; if
      D concurrent write streams per program cost DRAM page misses, rows-outer cuts full rows by >= 3 %,
      else it lands within 2 % of ours.
+     Outcome (kernel_floor_rows_outer.json): both refuted. Triton's fill is 12-25 % slower than the
+     memset on full rows (34.2 against 29.8-30.5 µs at bs 32, 132.3 against 105.5 at bs 128), 8 % at
+     65600; `rows-outer` costs 35-54 % (60.4 against 44.7 at bs 32). But the simplest kernels launch
+     one block of every request together, so at 163840 their neighbouring programs write the same
+     column of rows 640 KiB apart: they are no floor there.
+  10. `simplest-kernel-along-rows`, `simplest-fill-along-rows` (their grids transposed: neighbouring
+     programs take neighbouring blocks of one row), prediction written before the run: along rows,
+     the fill comes within 5 % of the memset on full rows, and the copy gains >= 5 % over ours there;
+     if it does, our grid's order is what to change next.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
@@ -288,9 +297,15 @@ def simplest_kernel(bs: int, page: int, width: int, length: int, req_to_token, p
         calls[f"simplest-kernel-{layout}"] = lambda out=out: broadcast_rows(
             pool=pool, req_to_token=req_to_token, page_table=out.page_table_1, real_page_table=out.real_page_table,
             length=length, draft=D, page_size=page)
-    fill = launch_buffers(bs, D, page, width, device)
-    calls["simplest-fill-strided"] = lambda: fill_rows(
-        page_table=fill.page_table_1, real_page_table=fill.real_page_table, length=length, draft=D, page_size=page)
+    for along_rows, name in ((False, "strided"), (True, "along-rows")):
+        fill = launch_buffers(bs, D, page, width, device)
+        calls[f"simplest-fill-{name}"] = lambda fill=fill, along_rows=along_rows: fill_rows(
+            page_table=fill.page_table_1, real_page_table=fill.real_page_table, length=length, draft=D,
+            page_size=page, along_rows=along_rows)
+    along = launch_buffers(bs, D, page, width, device)
+    calls["simplest-kernel-along-rows"] = lambda: broadcast_rows(
+        pool=pool, req_to_token=req_to_token, page_table=along.page_table_1, real_page_table=along.real_page_table,
+        length=length, draft=D, page_size=page, along_rows=True)
     out = launch_buffers(bs, D, page, width, device)
     col_programs = max(1, min(-(-length // 1024), -(-4 * torch.cuda.get_device_properties(device).multi_processor_count // bs)))
     calls["bulk-store-kernel"] = lambda: broadcast_rows_tma(
