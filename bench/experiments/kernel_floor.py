@@ -76,6 +76,16 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      the fill comes within 5 % of the memset on full rows, and the copy gains >= 5 % over ours there;
      if it does, our grid's order is what to change next.
 
+     Outcome (kernel_floor_along_rows.json): confirmed. Along rows the fill matches the memset (29.9
+     against 30.1 µs at bs 32, 108.3 against 106.0 at bs 128), and the copy beats ours by 4-6 % on
+     full rows and at 65600: 42.3 against 44.6 µs at bs 32 (1.17x the floor), 155.3 against 162.1 at
+     bs 128, 65.2 against 69.2 at 65600.
+  11. `along-rows` (our grid transposed: neighbouring programs take neighbouring runs of one row) and
+     `along-rows-one-block` (also one block per program), prediction written before the run: `along-
+     rows` cuts full rows and 65600 by >= 3 % and leaves the 64k-in-163840 inputs within 2 %;
+     `along-rows-one-block` matches the simplest kernel along rows on full rows and loses on partly
+     used rows, where most of its programs find nothing to copy.
+
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
 
@@ -201,6 +211,17 @@ def _rows_outer(source: str) -> str:
 
 
 VARIANTS["rows-outer"] = [_rows_outer]
+# The grid transposed: neighbouring programs take neighbouring runs of one request's row.
+VARIANTS["along-rows"] = [
+    ("    req = tl.program_id(0)\n    col_program = tl.program_id(1)\n",
+     "    req = tl.program_id(1)\n    col_program = tl.program_id(0)\n"),
+    ("        self.grid = (bs, col_programs)\n", "        self.grid = (col_programs, bs)\n"),
+]
+# ... and one block per program, as the simplest kernel along rows (programs past the batch's max idle).
+VARIANTS["along-rows-one-block"] = VARIANTS["along-rows"] + [
+    ("    return max(1, min(triton.cdiv(width, BLOCK_COLS), triton.cdiv(4 * sms, bs)))\n",
+     "    return triton.cdiv(width, BLOCK_COLS)\n"),
+]
 VARIANTS["warps-8"] = [("num_warps=4", "num_warps=8")]
 VARIANTS["prefetch-next+warps-8"] = VARIANTS["prefetch-next"] + VARIANTS["warps-8"]
 VARIANTS["scan-program+early-pool-load"] = VARIANTS["scan-program"] + VARIANTS["early-pool-load"]
