@@ -86,6 +86,16 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      `along-rows-one-block` matches the simplest kernel along rows on full rows and loses on partly
      used rows, where most of its programs find nothing to copy.
 
+     Outcome (kernel_floor_along_rows_ours.json, kernel_floor_along_rows_variants.json): `along-rows`
+     alone moves nothing (within 2 % but bs 256 at 64k, +4 %): refuted. `along-rows-one-block` cuts
+     every input with a large floor: full rows 44.9 -> 42.3 (bs 32, 1.18x), 85.6 -> 80.1 (bs 64),
+     162.7 -> 153.5 (bs 128, 1.07x); 65600 69 -> 65.7; even the 64k-in-163840 ones, 156.3 -> 148.4 at
+     bs 256. But its 20480 programs cost bs 128 x 4k 9 µs (9.9 -> 18.5): the idle ones still find the
+     batch's max before they exit.
+  12. `along-rows-runs-{2,4,8}` (runs of a fixed 2, 4 or 8 blocks, set by the width: 1/2 to 1/8 of the
+     programs), prediction written before the run: runs of 2-4 keep most of one-block's gain on full
+     rows and cut the 4k cost to <= 3 µs; 8 gives back part of the gain.
+
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
 
@@ -222,6 +232,14 @@ VARIANTS["along-rows-one-block"] = VARIANTS["along-rows"] + [
     ("    return max(1, min(triton.cdiv(width, BLOCK_COLS), triton.cdiv(4 * sms, bs)))\n",
      "    return triton.cdiv(width, BLOCK_COLS)\n"),
 ]
+# ... with runs of a fixed number of blocks, set by the width, not the batch's max: fewer programs idle
+# where the batch is short, the launch order kept along rows.
+for _blocks in (2, 4, 8):
+    VARIANTS[f"along-rows-runs-{_blocks}"] = VARIANTS["along-rows"] + [
+        ("    return max(1, min(triton.cdiv(width, BLOCK_COLS), triton.cdiv(4 * sms, bs)))\n",
+         f"    return triton.cdiv(width, BLOCK_COLS * {_blocks})\n"),
+        ("    run = tl.cdiv(n_blocks, col_programs)\n", "    run = tl.cdiv(tl.cdiv(WIDTH, BLOCK_COLS), col_programs)\n"),
+    ]
 VARIANTS["warps-8"] = [("num_warps=4", "num_warps=8")]
 VARIANTS["prefetch-next+warps-8"] = VARIANTS["prefetch-next"] + VARIANTS["warps-8"]
 VARIANTS["scan-program+early-pool-load"] = VARIANTS["scan-program"] + VARIANTS["early-pool-load"]
