@@ -96,6 +96,15 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      programs), prediction written before the run: runs of 2-4 keep most of one-block's gain on full
      rows and cut the 4k cost to <= 3 µs; 8 gives back part of the gain.
 
+     Outcome (kernel_floor_runs_fixed.json, kernel_floor_runs_variants.json): refuted. Fixed runs give
+     back most of one-block's gain (bs 128 full rows: 157.7 / 161.2 / 163.4 for runs of 2 / 4 / 8
+     against 153.8) and still pay 2-4 µs at 4k, and bs 1 pays the longer chain (7.0-11.0 against 6.2).
+  13. `flat-walk` (every program walks the batch's (request, block) items row-major, p, p + P, ...:
+     the window of blocks in flight slides along the rows, no program idles) with ~4 and ~16 programs
+     per multiprocessor (`flat-walk-x4`), prediction written before the run: `flat-walk-x4` matches
+     one block per program along rows on the large inputs (within 2 %) and `final` at 4k and bs 1;
+     `flat-walk` (as session 1's request-major) keeps about half the gain.
+
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
 
@@ -232,6 +241,47 @@ VARIANTS["along-rows-one-block"] = VARIANTS["along-rows"] + [
     ("    return max(1, min(triton.cdiv(width, BLOCK_COLS), triton.cdiv(4 * sms, bs)))\n",
      "    return triton.cdiv(width, BLOCK_COLS)\n"),
 ]
+_PROLOGUE_START = "    max_seqlen_k = tl.minimum(longest + KV_EXTRA, WIDTH)\n"
+
+
+def _flat_walk(source: str) -> str:
+    """Every program walks the batch's (request, block) items in row-major order, item p, p + P, ...
+    (P programs in all, p in launch order): at any moment the grid works on P neighbouring blocks, a
+    window sliding along the rows, as one block per program along rows does, with no idle programs.
+    Each item redoes its request's prologue (pool index, first row: L1/L2 hits)."""
+    start, end = source.index(_PROLOGUE_START), source.index(_LOOP) + len(_LOOP)
+    walk = (
+        "    batch_max = tl.minimum(longest + KV_EXTRA, WIDTH)\n"
+        "    n_blocks = tl.cdiv(batch_max, BLOCK_COLS)\n"
+        "    for item in range(col_program * bs + req, bs * n_blocks, bs * col_programs):\n"
+        "        item_req = item // n_blocks\n"
+        "        block = item % n_blocks\n"
+        "        if ACCEPTED:\n"
+        "            item_rows_before = 0\n"
+        "            for first_req in range(0, bs, BLOCK_BS):\n"
+        "                some_req = first_req + tl.arange(0, BLOCK_BS)\n"
+        "                item_rows_before += tl.sum(\n"
+        "                    _query_rows(accept_length_ptr, some_req, some_req < item_req, DRAFT, ACCEPTED), 0\n"
+        "                )\n"
+        "            first_row = item_rows_before.to(tl.int64)\n"
+        "            rows = tl.load(accept_length_ptr + item_req).to(tl.int32)\n"
+        "            rows = tl.minimum(tl.maximum(rows, 0), DRAFT)\n"
+        "        else:\n"
+        "            first_row = item_req.to(tl.int64) * DRAFT\n"
+        "            rows = DRAFT\n"
+        "        pool_row = tl.load(req_pool_indices_ptr + item_req).to(tl.int64)\n"
+        "        pool_row = tl.where(pool_row < 0, pool_row + REQ_TO_TOKEN_ROWS, pool_row)\n"
+        "        in_range = (pool_row >= 0) & (pool_row < REQ_TO_TOKEN_ROWS)\n"
+        "        max_seqlen_k = tl.where(in_range, batch_max, 0)\n"
+        "        src_row = req_to_token_ptr + pool_row * REQ_TO_TOKEN_STRIDE\n"
+        "        dst_rows = page_table_ptr + first_row * PAGE_TABLE_STRIDE\n"
+        "        body_end = (max_seqlen_k // 16) * 16\n"
+    )
+    return source[:start] + walk + source[end:]
+
+
+VARIANTS["flat-walk"] = [_flat_walk]
+VARIANTS["flat-walk-x4"] = [_flat_walk, ("triton.cdiv(4 * sms, bs)", "triton.cdiv(16 * sms, bs)")]
 # ... with runs of a fixed number of blocks, set by the width, not the batch's max: fewer programs idle
 # where the batch is short, the launch order kept along rows.
 for _blocks in (2, 4, 8):
