@@ -104,6 +104,10 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      per multiprocessor (`flat-walk-x4`), prediction written before the run: `flat-walk-x4` matches
      one block per program along rows on the large inputs (within 2 %) and `final` at 4k and bs 1;
      `flat-walk` (as session 1's request-major) keeps about half the gain.
+     Outcome (kernel_floor_flat_fixed.json, kernel_floor_flat_variants.json): refuted. Both keep 4k
+     and bs 1 where `final` is, but gain only 1-3 % on the large inputs (bs 32 full rows: 43.5-44.2
+     for `flat-walk-x4` against 42.5-42.8 one block per program, 44.6-45.2 final). The gain needs
+     a program per (request, block), so a grid as wide as the table: not ported.
 
     python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
