@@ -225,7 +225,7 @@ def conflicts(text: str) -> list[Conflict]:
         if line.startswith("<<<<<<< "):
             start = i
         elif line.startswith(">>>>>>> ") and start is not None:
-            block = "".join(normalize_marker(l) for l in lines[start : i + 1])
+            block = "".join(normalize_marker(marker_line) for marker_line in lines[start : i + 1])
             found.append(Conflict(start + 1, i + 1, enclosing_function(lines, start), sha256(block)))
             start = None
     return found
