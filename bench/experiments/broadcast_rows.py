@@ -22,6 +22,27 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 
 @triton.jit
+def _request_and_block(ALONG_ROWS: tl.constexpr):
+    """This program's (request, column block). ALONG_ROWS: neighbouring programs take neighbouring blocks
+    of one row; else one block of neighbouring requests."""
+    if ALONG_ROWS:
+        return tl.program_id(1), tl.program_id(0)
+    return tl.program_id(0), tl.program_id(1)
+
+
+@triton.jit
+def _copy_page_ids(src_row, real_page_table_ptr, first_row, block, length, real_page_table_stride,
+                   DRAFT: tl.constexpr, LOG2_PAGE_SIZE: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """real_page_table's pages of one column block, in the request's DRAFT rows (page size > 1)."""
+    pages = block * (BLOCK_COLS >> LOG2_PAGE_SIZE) + tl.arange(0, BLOCK_COLS >> LOG2_PAGE_SIZE)
+    first_cols = pages << LOG2_PAGE_SIZE
+    page_ids = tl.load(src_row + first_cols, mask=first_cols < length) >> LOG2_PAGE_SIZE
+    for d in tl.static_range(DRAFT):
+        tl.store(real_page_table_ptr + (first_row + d).to(tl.int64) * real_page_table_stride + pages, page_ids,
+                 mask=first_cols < length)
+
+
+@triton.jit
 def _broadcast_rows_kernel(
     # inputs
     pool_ptr,  # [bs] int32
@@ -40,8 +61,7 @@ def _broadcast_rows_kernel(
     BLOCK_COLS: tl.constexpr,
     ALONG_ROWS: tl.constexpr,
 ):
-    # ALONG_ROWS: neighbouring programs take neighbouring blocks of one row (else: of neighbouring requests).
-    req, block = (tl.program_id(1), tl.program_id(0)) if ALONG_ROWS else (tl.program_id(0), tl.program_id(1))
+    req, block = _request_and_block(ALONG_ROWS)
     src_row = req_to_token_ptr + tl.load(pool_ptr + req).to(tl.int64) * req_to_token_stride
     first_row = req.to(tl.int64) * DRAFT
     cols = block * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
@@ -49,12 +69,8 @@ def _broadcast_rows_kernel(
     for d in tl.static_range(DRAFT):
         tl.store(page_table_ptr + (first_row + d) * page_table_stride + cols, tokens, mask=cols < length)
     if LOG2_PAGE_SIZE > 0:
-        pages = block * (BLOCK_COLS >> LOG2_PAGE_SIZE) + tl.arange(0, BLOCK_COLS >> LOG2_PAGE_SIZE)
-        first_cols = pages << LOG2_PAGE_SIZE
-        page_ids = tl.load(src_row + first_cols, mask=first_cols < length) >> LOG2_PAGE_SIZE
-        for d in tl.static_range(DRAFT):
-            tl.store(real_page_table_ptr + (first_row + d) * real_page_table_stride + pages, page_ids,
-                     mask=first_cols < length)
+        _copy_page_ids(src_row, real_page_table_ptr, first_row, block, length, real_page_table_stride,
+                       DRAFT, LOG2_PAGE_SIZE, BLOCK_COLS)
 
 
 def broadcast_rows(
@@ -95,7 +111,7 @@ def _fill_rows_kernel(
     BLOCK_COLS: tl.constexpr,
     ALONG_ROWS: tl.constexpr,
 ):
-    req, block = (tl.program_id(1), tl.program_id(0)) if ALONG_ROWS else (tl.program_id(0), tl.program_id(1))
+    req, block = _request_and_block(ALONG_ROWS)
     first_row = req.to(tl.int64) * DRAFT
     cols = block * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     for d in tl.static_range(DRAFT):
@@ -150,7 +166,7 @@ def _broadcast_rows_tma_kernel(
     req = tl.program_id(0)
     col_program = tl.program_id(1)
     src_row = req_to_token_ptr + tl.load(pool_ptr + req).to(tl.int64) * req_to_token_stride
-    first_row = req * DRAFT
+    first_row = req * DRAFT  # int32: a tensor descriptor's coordinates
     n_blocks = tl.cdiv(length, BLOCK_COLS)
     run = tl.cdiv(n_blocks, col_programs)
     for block in range(col_program * run, tl.minimum((col_program + 1) * run, n_blocks)):
@@ -158,12 +174,8 @@ def _broadcast_rows_tma_kernel(
         tokens = tl.load(src_row + cols, mask=cols < length)
         page_table_desc.store([first_row, block * BLOCK_COLS], tl.broadcast_to(tokens[None, :], (DRAFT, BLOCK_COLS)))
         if LOG2_PAGE_SIZE > 0:
-            pages = block * (BLOCK_COLS >> LOG2_PAGE_SIZE) + tl.arange(0, BLOCK_COLS >> LOG2_PAGE_SIZE)
-            first_cols = pages << LOG2_PAGE_SIZE
-            page_ids = tl.load(src_row + first_cols, mask=first_cols < length) >> LOG2_PAGE_SIZE
-            for d in tl.static_range(DRAFT):
-                tl.store(real_page_table_ptr + (first_row + d).to(tl.int64) * real_page_table_stride + pages,
-                         page_ids, mask=first_cols < length)
+            _copy_page_ids(src_row, real_page_table_ptr, first_row, block, length, real_page_table_stride,
+                           DRAFT, LOG2_PAGE_SIZE, BLOCK_COLS)
 
 
 def broadcast_rows_tma(
