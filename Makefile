@@ -76,9 +76,9 @@ bench-compare: setup
 	$(VENV)/bin/pytest-benchmark compare --group-by=group --columns=median,iqr --sort=name \
 		reports/$(MACHINE)/benchmarks/*/*.json
 
-# Every benchmark body once, no timing: keeps the suite runnable (CI).
+# Every benchmark body once, no timing, and the lab notebook's CPU checks: keeps both runnable (CI).
 bench-smoke: setup
-	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-disable
+	$(PY) -m pytest bench notebook -q -p no:cacheprovider --benchmark-disable
 
 # The benchmark of record (interleaved, like for like; what REPORT.md judges the targets on): one machine's
 # record.json. On CPU it runs two smoke inputs, host timings only, marked not comparable.

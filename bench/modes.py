@@ -90,7 +90,7 @@ def measure(mode: str, bs: int, baseline, final, upstream, width: int = WIDTH) -
     rounds, warmup = (HOST_ROUNDS, 10) if gpu else (3, 1)
     timed = interleaved_host_us(host, rounds, warmup=warmup)
     # Interleaved, each final call pays for what the baseline call before it left behind (caches,
-    # allocator): +18-37 µs on the H100 (bench.experiments.draft_extend_host). Alone is its own cost.
+    # allocator): +18-37 µs on the H100 (notebook.draft_extend_host). Alone is its own cost.
     timed["final-alone"] = interleaved_host_us({"final": host["final"]}, rounds, warmup=warmup)["final"]
     return dict(mode=mode, bs=bs, draft=DRAFT, page_size=PAGE, width=width, host=timed,
                 kernel=interleaved_kernel_us(kernels, KERNEL_ROUNDS) if gpu else {})
