@@ -170,13 +170,13 @@ class Impl:
 
 
 PEER_LABELS = {
-    "upstream-static": "upstream 0.5.23's kernel as it ships (table width as max length)",
-    "upstream-hostmax": "upstream 0.5.23's kernel given the batch's max from the host",
-    "upstream-v1": "upstream 0.5.23's draft-extend kernel, our semantics (v1)",
-    "upstream-v2-static": "upstream 0.5.23's draft-extend kernel as it ships (v2: all D rows)",
+    "upstream-static": "upstream 0.5.23's kernel, bare call, as it ships (table width as max length)",
+    "upstream-hostmax": "upstream 0.5.23's kernel, bare call, given the batch's max from the host",
+    "upstream-v1": "upstream 0.5.23's draft-extend kernel, bare call, our semantics (v1)",
+    "upstream-v2-static": "upstream 0.5.23's draft-extend kernel, bare call, as it ships (v2: all D rows)",
 }
 LABELS = {
-    "final-launch": "final stage's launch object, called bare",
+    "final-launch": "final stage's launch object, bare call",
     "final-twin": "final launch, table 2048 columns wider",
     "nop-args": "empty kernel, our arguments and grid",
     "nop-1": "empty Triton launch, one argument",
