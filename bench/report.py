@@ -347,8 +347,9 @@ def finish(fig, path: Path, gpu: bool, missing: list[str]) -> None:
     if missing:
         fig.text(0.01, 0.01, "not in this run: " + ", ".join(missing), fontsize=7, color="dimgray", va="bottom")
     if not gpu:
-        fig.text(0.5, 0.5, NOT_COMPARABLE, fontsize=15, color="red", alpha=0.35, ha="center", va="center",
-                 rotation=20, transform=fig.transFigure)
+        for ax in fig.axes:  # on every panel, inside it: the first thing a reader of the image sees
+            ax.text(0.5, 0.5, NOT_COMPARABLE, fontsize=11, color="red", alpha=0.45, ha="center", va="center",
+                    rotation=15, transform=ax.transAxes)
     fig.tight_layout(rect=(0, 0.04 if missing else 0, 1, 1))
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
