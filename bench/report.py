@@ -271,7 +271,7 @@ def per_patch_table(record_rows: list[dict], run_stages: list[str], run_rows: li
         seq = [r for r in run_rows if stage in r]
         body.append([
             stage, "-" if not i else f"{i:04d}",
-            host if stage in (sweep.get(SWEEP_BS[-1]) or {}) else missing,
+            (host if stage in (sweep.get(SWEEP_BS[-1]) or {}) else missing) if sweep else "no bs sweep in this record",
             "" if not i else ratio(timed, previous, stage, lambda x: x["us"]),
             "" if not i else ratio(timed, stages.BASELINE, stage, lambda x: x["us"]),
             "" if not i else (ratio(seq, previous, stage, lambda x: x["host_us"]) if seq else missing),
