@@ -151,7 +151,8 @@ class Prepared:
         if self.upstream is None:
             return {}
         c = self.config
-        return mode_peers(self.upstream, self.runner(stages.BASELINE), c.mode, c.bs, c.D, c.page_size, c.topk)
+        # on the final stage's captured buffers, beside its launch
+        return mode_peers(self.upstream, self.runner(stages.final()), c.mode, c.bs, c.D, c.page_size, c.topk)
 
 
 @dataclass(frozen=True)
