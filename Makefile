@@ -85,7 +85,7 @@ bench-smoke: setup
 bench-record: setup
 	$(PY) -m bench.record reports/$(MACHINE)/record.json
 
-# Every file reports/<machine>/ needs from one GPU run (about 9 minutes on an H100), into OUT (default
+# Every file reports/<machine>/ needs from one GPU run (at most 9 minutes: the steps' limits), into OUT (default
 # gpu-out/); copy them into reports/<machine>/ and run `make report`.
 OUT ?= gpu-out
 bench-gpu: setup
