@@ -76,16 +76,16 @@ bench-compare: setup
 	$(VENV)/bin/pytest-benchmark compare --group-by=group --columns=median,iqr --sort=name \
 		reports/$(MACHINE)/benchmarks/*/*.json
 
-# Every benchmark body once, no timing: keeps the suite runnable (CI).
+# Every benchmark body once, no timing, and the lab notebook's CPU checks: keeps both runnable (CI).
 bench-smoke: setup
-	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-disable
+	$(PY) -m pytest bench notebook -q -p no:cacheprovider --benchmark-disable
 
 # The benchmark of record (interleaved, like for like; what REPORT.md judges the targets on): one machine's
 # record.json. On CPU it runs two smoke inputs, host timings only, marked not comparable.
 bench-record: setup
 	$(PY) -m bench.record reports/$(MACHINE)/record.json
 
-# Every file reports/<machine>/ needs from one GPU run (about 9 minutes on an H100), into OUT (default
+# Every file reports/<machine>/ needs from one GPU run (at most 9 minutes: the steps' limits), into OUT (default
 # gpu-out/); copy them into reports/<machine>/ and run `make report`.
 OUT ?= gpu-out
 bench-gpu: setup
@@ -95,6 +95,8 @@ bench-gpu: setup
 bench-prepare: setup
 	$(PY) -m harness build
 
+# reports/$(MACHINE)/REPORT.md from its saved runs (MACHINE=h100: the committed H100 data, from any machine).
+# Saved runs carry the series' hash: data of another series is reported stale with the command that
+# refreshes it, and on the machine this runs on it is measured again, never reused.
 report: setup
-	@test -n "$$(ls reports/$(MACHINE)/benchmarks/*/*.json 2>/dev/null)" || $(MAKE) bench
-	$(PY) -m bench.report
+	$(PY) -m bench.report $(MACHINE)

@@ -1,31 +1,17 @@
-"""Fixtures of the benchmark suite: device, stage modules, peers, the card's copy bandwidth."""
+"""Fixtures of the benchmark suite: upstream's kernels, the card's copy bandwidth, the environment stored
+with every result (card, versions, the series' hash)."""
 
 import pytest
 
-from harness.env import triton_device
+from bench import replay_operator as op  # first: sets up the interpreter where there is no GPU
+from bench.machine import environment as describe
 
-DEVICE = triton_device()  # before triton is imported
-GPU = DEVICE == "cuda"
-
-from bench.machine import environment as describe  # noqa: E402
-from bench.peers import empty_launch, load_upstream_peer  # noqa: E402
-from harness import stages  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def device() -> str:
-    return DEVICE
-
-
-@pytest.fixture(scope="session")
-def stage_modules() -> dict:
-    """Stages in series order (from the prepared build with NSA_USE_BUILD, see harness.stages)."""
-    return {name: stages.load(name) for name in stages.names()}
+GPU = op.GPU
 
 
 @pytest.fixture(scope="session")
 def environment() -> dict:
-    return {**describe(DEVICE), "comparable": GPU}  # CPU timings run Triton through its interpreter: counts only
+    return {**describe(op.DEVICE), "comparable": GPU}  # CPU timings run Triton through its interpreter: counts only
 
 
 @pytest.fixture(scope="session")
@@ -39,13 +25,13 @@ def copy_bandwidth() -> float | None:
 
 
 @pytest.fixture(scope="session")
-def upstream_peer():
-    peer, note = load_upstream_peer()
-    if peer is None:
-        pytest.skip(note)
-    return peer
+def upstream():
+    """Upstream 0.5.23's metadata kernels (NSA_UPSTREAM_WHEEL), or None where they cannot run."""
+    return op.upstream()[0]
 
 
-@pytest.fixture(scope="session")
-def empty_triton_launch():
-    return empty_launch(DEVICE)
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Every saved run carries the hash of the series it measured: `make report` tells stale runs by it."""
+    from bench.machine import series_hash
+
+    output_json["series_hash"] = series_hash()

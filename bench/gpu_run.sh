@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Every file reports/<machine>/ needs from one GPU run, in one command (issue 11 "Done when"):
+# Every file reports/<machine>/ needs from one GPU run, in one command:
 #
 #     bench/gpu_run.sh OUT_DIR
 #
 # Run from the repository root with the stages importable (here: a checkout with git; a machine
 # without git: `make bench-prepare` first, carry build/, and export NSA_USE_BUILD=1; the upstream
-# peer needs NSA_UPSTREAM_WHEEL). Each step is independent and has its own time limit: a failing
-# step is logged and the next one runs. The exit status is the number of failed steps. Writes at
-# most 7 files into OUT_DIR, no folders (the device machine returns 8 files, 2 folders deep).
-# GPU wall time: at most 10 minutes (the steps' limits add up to 570 s); about 4-5 minutes expected on an H100.
+# peers need NSA_UPSTREAM_WHEEL, an sglang>=0.5.23 wheel). Each step is independent and has its own
+# time limit: a failing step is logged and the next one runs. The exit status is the number of failed
+# steps. Writes verdicts.json, record.json (every stage's whole replay, interleaved: the run of record),
+# modes.json, graph_demo.json, benchmarks/ (the sequential pytest-benchmark run, numbered after the saved
+# ones), bench.log and gpu_run.log into OUT_DIR; copy them into reports/<machine>/ and `make report
+# MACHINE=<machine>`. Each file carries the hash of the series it measured.
+# GPU wall time: at most 9 minutes (the steps' limits add up to 530 s); about 6 expected on an H100.
 set -u
 out=${1:?usage: bench/gpu_run.sh OUT_DIR}
 mkdir -p "$out"
@@ -29,11 +32,15 @@ step() {  # step SECONDS NAME COMMAND...
 }
 
 python3 -c 'import torch, triton; print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)' | tee -a "$log"
-step 150 verdicts      python3 -m bench.gpu_verdicts "$out/verdicts.json"
-step 160 record        python3 -m bench.record "$out/record.json"
-step 90  graph_demo    python3 -m bench.graph_demo "$out/graph_demo.json"
-step 70  modes         python3 -m bench.modes "$out/modes.json"
-step 60  startup       python3 -m bench.experiments.startup "$out/startup.json"
-step 40  bound_launch  python3 -m bench.experiments.bound_launch "$out/bound_launch.json"
+machine=$(python3 -m bench.machine)
+# The saved sequential runs first, so this run is numbered after them (copying OUT back overwrites nothing).
+if [ -d "reports/$machine/benchmarks" ]; then cp -r "reports/$machine/benchmarks" "$out/"; fi
+step 90  verdicts    python3 -m bench.gpu_verdicts "$out/verdicts.json"
+step 200 record      python3 -m bench.record "$out/record.json"
+step 40  modes       python3 -m bench.modes "$out/modes.json"
+step 70  graph_demo  python3 -m bench.graph_demo "$out/graph_demo.json"
+step 130 bench       sh -c "python3 -m pytest bench -q -p no:cacheprovider --benchmark-enable --benchmark-only \
+    --benchmark-group-by=group --benchmark-columns=median,iqr,rounds --benchmark-storage='$out/benchmarks' \
+    --benchmark-save='$machine' > '$out/bench.log' 2>&1"
 echo "== done: $failed step(s) failed" | tee -a "$log"
 exit "$failed"

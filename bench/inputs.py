@@ -1,4 +1,5 @@
-"""Benchmark inputs: one target-verify batch shape, and a stage's runner made ready to replay it."""
+"""Benchmark inputs: one batch shape of one mode, and a stage's runner made ready to replay it. The named
+sets of inputs every benchmark runs are in bench.replay_operator.INPUTS."""
 
 from __future__ import annotations
 
@@ -23,15 +24,17 @@ class Config:
     # Overrides `spread` when set: "equal" (every request maxlen - D), "uniform" (in [1, maxlen - D]),
     # "one-long" (one request maxlen - D, the rest 1k-4k). The longest is maxlen - D in every profile.
     profile: str | None = None
+    mode: str = "target_verify"  # or "decode", "draft_extend" (accept lengths uniform in [1, D])
 
     @property
     def id(self) -> str:
         base = f"bs{self.bs}-D{self.D}-ps{self.page_size}-len{self.maxlen}"
-        return base if self.profile is None else f"{base}-{self.profile}-w{self.context_len}"
+        base = base if self.profile is None else f"{base}-{self.profile}-w{self.context_len}"
+        return base if self.mode == "target_verify" else f"{self.mode}-{base}"
 
     def bytes_moved(self) -> int:
-        """Fewest bytes a replay with baseline's semantics must move: each source row read once, every
-        output written once, up to the batch's max_seqlen_k in every row (whatever the length profile)."""
+        """Fewest bytes a target-verify replay with baseline's semantics must move: each source row read once,
+        every output written once, up to the batch's max_seqlen_k in every row (whatever the length profile)."""
         rows = self.bs * self.D
         pages = -(-self.maxlen // self.page_size) if self.page_size > 1 else 0
         return 4 * (self.bs * self.maxlen + rows * self.maxlen + rows * pages + 4 * rows + 2 * self.bs)
@@ -41,7 +44,7 @@ class Config:
         return self.bytes_moved() / copy_bandwidth * 1e6
 
     def scenario(self) -> Scenario:
-        return Scenario(num_draft_tokens=self.D, page_size=self.page_size, index_topk=self.topk,
+        return Scenario(num_draft_tokens=self.D, page_size=self.page_size, index_topk=self.topk, mode=self.mode,
                         context_len=self.context_len, capture_bs=(self.bs,), pool_size=self.bs + 8, seed=self.bs)
 
     def batch(self, device: str) -> Batch:
@@ -55,7 +58,10 @@ class Config:
         else:
             lens = torch.full((self.bs,), longest, dtype=torch.int32)
         pool = torch.randperm(self.bs + 8, generator=g)[: self.bs].to(torch.int32)
-        return Batch(pool.to(device), lens.to(device))
+        if self.mode != "draft_extend":
+            return Batch(pool.to(device), lens.to(device))
+        accept = torch.randint(1, self.D + 1, (self.bs,), generator=g, dtype=torch.int32)
+        return Batch(pool.to(device), lens.clamp(min=self.D).to(device), accept.to(device))
 
 
 PROFILES = ("equal", "uniform", "one-long")

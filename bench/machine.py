@@ -1,7 +1,26 @@
-"""What results are filed under (reports/<machine>/: h100, h200, ... or cpu) and the software they ran on."""
+"""What results are filed under (reports/<machine>/: h100, h200, ... or cpu), the software they ran on, and
+the series they measured (series_hash: saved runs are keyed by it, so a report can tell stale data)."""
 
+import hashlib
 import platform
 import re
+from pathlib import Path
+
+PATCHES = Path(__file__).resolve().parents[1] / "patches"
+
+
+def series_hash(patches: Path = PATCHES) -> str:
+    """A hash of the series' patch bodies (each patch from its first `diff --git`, in patches/series order):
+    what a measurement depends on. Headers are left out, so editing a patch's prose does not stale the data.
+    Read with plain file access: the GPU machine has no git."""
+    h = hashlib.sha256()
+    for line in (patches / "series").read_text().splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name:
+            text = (patches / name).read_bytes()
+            at = text.find(b"diff --git ")
+            h.update(name.encode() + b"\0" + (text[at:] if at >= 0 else b""))
+    return h.hexdigest()[:12]
 
 
 def machine_name() -> str:
@@ -24,6 +43,7 @@ def environment(device: str) -> dict:
         "torch": torch.__version__,
         "triton": triton.__version__,
         "python": platform.python_version(),
+        "series_hash": series_hash(),
     }
 
 

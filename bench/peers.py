@@ -1,4 +1,4 @@
-"""Peers measured beside the stages: an empty Triton launch, and upstream's later fused kernel.
+"""Peers and controls measured beside the stages: upstream's later fused kernels, empty Triton launches.
 
 Upstream's `fused_dsa_target_verify_metadata` (sglang >= 0.5.23) is read at run time from a wheel
 named by NSA_UPSTREAM_WHEEL (the GPU machine has no network: carry it); it is never vendored.
@@ -40,7 +40,7 @@ def load_upstream_peer():
 
 
 def upstream_call(peer, runner, bs: int, draft: int, page_size: int, topk: int, static_width: bool = False):
-    """A closure calling upstream's kernel on `runner`'s captured buffers.
+    """A closure calling upstream's target-verify kernel on `runner`'s captured buffers.
 
     static_width: max_seqlen_k = the page table's width, as 0.5.23 ships it (`_graph_page_table_width`);
     else the batch's longest kv length, read on the host before the call (a max it does not compute).
@@ -58,6 +58,38 @@ def upstream_call(peer, runner, bs: int, draft: int, page_size: int, topk: int, 
              md.real_page_table, bs, max_seqlen_k, topk, page_size, draft)
 
     return call
+
+
+def mode_peers(upstream, runner, mode: str, bs: int, draft: int, page_size: int, topk: int) -> dict:
+    """Upstream 0.5.23's fused kernel of `mode` on `runner`'s captured buffers, name -> call:
+    target verify and decode: `upstream-static` (the table's width as max length, as it ships) and
+    `upstream-hostmax` (the batch's max read on the host first, not timed); draft extend: `upstream-v1`
+    (our semantics: accept_length rows, total and max read on the host first) and `upstream-v2-static` (as
+    0.5.23 ships its v2 mode: all D rows of every request at the table's width, more work than v1's rows)."""
+    if mode == "target_verify":
+        return {name: upstream_call(upstream.fused_dsa_target_verify_metadata, runner, bs, draft, page_size, topk,
+                                    static_width=static)
+                for name, static in (("upstream-static", True), ("upstream-hostmax", False))}
+    md = runner.backend.decode_cuda_graph_metadata[bs]
+    seq_lens, pool, r2t = runner.seq_lens[:bs], runner.req_pool_indices[:bs], runner.backend.req_to_token
+    host_max = int(runner.seq_lens_cpu[:bs].max())
+    calls = {}
+    if mode == "decode":
+        for name, max_len in (("upstream-static", md.page_table_1.shape[1]), ("upstream-hostmax", host_max)):
+            calls[name] = (lambda m=max_len: upstream.fused_dsa_decode_metadata(
+                seq_lens, pool, r2t, md.cache_seqlens_int32, md.cu_seqlens_k, md.page_table_1,
+                md.nsa_cache_seqlens_int32, md.nsa_cu_seqlens_k, md.real_page_table, bs, m, topk, page_size))
+        return calls
+    accept = runner.accept_length[:bs]
+    full = torch.full((bs,), draft, dtype=torch.int32, device=seq_lens.device)
+    v1 = (accept, int(accept.sum()), host_max, False)
+    v2 = (full, bs * draft, md.page_table_1.shape[1], True)
+    for name, (extend, total, max_k, static) in (("upstream-v1", v1), ("upstream-v2-static", v2)):
+        calls[name] = (lambda e=extend, t=total, k=max_k, s=static: upstream.fused_dsa_draft_extend_metadata(
+            seq_lens, e, pool, r2t, md.cache_seqlens_int32, md.cu_seqlens_k, md.page_table_1,
+            md.nsa_seqlens_expanded, md.nsa_cache_seqlens_int32, md.nsa_cu_seqlens_k, md.real_page_table,
+            bs, t, k, topk, page_size, draft, bs * draft, static_extend_len=s))
+    return calls
 
 
 @triton.jit

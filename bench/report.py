@@ -3,11 +3,13 @@
     python -m bench.report [MACHINE ...]      (default: every reports/<machine>/ holding a run)
 
 Data, read here and never computed: the benchmark of record (reports/<machine>/record.json,
-`python -m bench.record`: every comparison and target), the machine's latest pytest-benchmark run
-(reports/<machine>/benchmarks/, `make bench`), verdicts.json (`python -m bench.gpu_verdicts`),
-graph_demo.json (`python -m bench.graph_demo`) and NOTES.md. For the machine this runs on, a missing
-run or verdicts.json is produced first, by those same commands. Targets: bench/targets.toml, judged
-on the final stage of the series. Text: bench/templates/*.md, filled with the tables built here.
+`python -m bench.record`: every comparison, target and per-stage number), the machine's latest
+pytest-benchmark run (reports/<machine>/benchmarks/, `make bench`: counts, and sequential medians shown as
+such), verdicts.json (`python -m bench.gpu_verdicts`), graph_demo.json (`python -m bench.graph_demo`),
+modes.json (`python -m bench.modes`). Every saved run carries the hash of the series it measured
+(bench.machine.series_hash); data of another series is reported as stale, with the command that refreshes
+it, and on the machine this runs on it is measured again, never reused. Stages come from harness.stages.
+Targets: bench/targets.toml, judged on the final stage. Text: bench/templates/*.md.
 """
 
 from __future__ import annotations
@@ -20,20 +22,69 @@ import tomllib
 from pathlib import Path
 from string import Template
 
-from bench.machine import machine_name
+from bench import replay_operator as op
+from bench.machine import machine_name, series_hash
 from harness import stages
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TARGETS = Path(__file__).resolve().parent / "targets.toml"
-PEER, FLOOR = "upstream-0.5.23", "empty-launch"
+FINAL = "final-launch"  # the final stage's launch object, called bare
+# Sequential runs saved before the operator named each implementation once.
+OLD_SUITE_NAMES = {"upstream-0.5.23": "upstream-hostmax", "empty-launch": "nop-1"}
+NOT_COMPARABLE = "CPU, Triton interpreter: timings not comparable"
+SAVED = ("record.json", "verdicts.json", "graph_demo.json", "modes.json")
+
+
+# -- provenance: which series the saved data measured ---------------------------------------------------
+def saved_hash(data: dict) -> str | None:
+    """The series hash a saved run carries (pytest-benchmark: top level; our JSON: its environment)."""
+    if "series_hash" in data:
+        return data["series_hash"]
+    return (data.get("environment") or data.get("env") or {}).get("series_hash")
+
+
+def stale_runs(machine: str) -> list[str]:
+    """The saved runs of `machine` that measured another series than patches/ holds (or carry no hash)."""
+    runs = sorted((REPORTS / machine / "benchmarks").glob("*/*.json"), key=lambda p: p.name)
+    saved = [(str(runs[-1].relative_to(REPORTS / machine)), json.loads(runs[-1].read_text()))] if runs else []
+    saved += [(name, data) for name in SAVED if (data := read_json(machine, name)) is not None]
+    return [f"`{name}` ({saved_hash(data) or 'no hash: saved before runs were keyed by the series'})"
+            for name, data in saved if saved_hash(data) != series_hash()]
+
+
+def refresh_advice(machine: str) -> str:
+    if machine == "cpu":
+        return "`make report` on a machine without a GPU measures them again"
+    return (f"on a GPU, `bench/gpu_run.sh OUT` (after `make bench-prepare`; see README), copy OUT/* into"
+            f" reports/{machine}/, then `make report MACHINE={machine}`")
+
+
+def staleness_text(machine: str) -> str:
+    stale = stale_runs(machine)
+    if not stale:
+        return ""
+    return (f"\n**Data older than the series.** These saved runs measured another series than patches/ holds now"
+            f" (series hash in brackets): {', '.join(stale)}. Their numbers describe that series, not this one."
+            f" To refresh: {refresh_advice(machine)}.\n")
 
 
 # -- data -------------------------------------------------------------------------------------------
 def produce_missing(machine: str) -> None:
-    """On the machine itself: run the benchmark suite and the verdicts where their files are missing."""
+    """On the machine itself: run the benchmark suite, the verdicts and the record where their files are
+    missing or measured another series (never reuse stale data here)."""
     folder = REPORTS / machine
-    if not list(folder.glob("benchmarks/*/*.json")):
+    now = series_hash()
+    for name in ("verdicts.json", "record.json", "modes.json"):
+        data = read_json(machine, name)
+        if data is not None and saved_hash(data) != now:
+            print(f"reports/{machine}/{name} measured another series: measuring it again", flush=True)
+            (folder / name).unlink()
+    runs = sorted(folder.glob("benchmarks/*/*.json"), key=lambda p: p.name)
+    if runs and saved_hash(json.loads(runs[-1].read_text())) != now:
+        print(f"reports/{machine}/benchmarks: the latest run measured another series: benchmarking again", flush=True)
+        runs = []
+    if not runs:
         subprocess.run([sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "--benchmark-enable",
                         "--benchmark-only", f"--benchmark-storage={folder / 'benchmarks'}",
                         f"--benchmark-save={machine}"], check=True)
@@ -41,12 +92,15 @@ def produce_missing(machine: str) -> None:
         subprocess.run([sys.executable, "-m", "bench.gpu_verdicts", str(folder / "verdicts.json")], check=True)
     if not (folder / "record.json").exists():  # on CPU: the two smoke inputs, host timings only
         subprocess.run([sys.executable, "-m", "bench.record", str(folder / "record.json")], check=True)
+    if not (folder / "modes.json").exists():  # on CPU: one small input per mode, host timings only
+        subprocess.run([sys.executable, "-m", "bench.modes", str(folder / "modes.json")], check=True)
 
 
-def latest_run(machine: str) -> dict:
+def latest_run(machine: str) -> dict | None:
+    """The latest sequential pytest-benchmark run saved for `machine`, or None."""
     runs = sorted((REPORTS / machine / "benchmarks").glob("*/*.json"), key=lambda p: p.name)
     if not runs:
-        raise FileNotFoundError(f"no pytest-benchmark run under reports/{machine}/benchmarks: run `make bench` first")
+        return None
     data = json.loads(runs[-1].read_text())
     data["_file"] = str(runs[-1].relative_to(REPORTS / machine))
     return data
@@ -65,11 +119,11 @@ def by_input(run: dict) -> tuple[list[str], list[dict]]:
         x = b["extra_info"]
         key = (x["bs"], x["D"], x["page_size"], x["maxlen"])
         row = rows.setdefault(key, dict(zip(("bs", "D", "page_size", "maxlen"), key), floor_us=x["floor_us"]))
-        row[x["impl"]] = {"host_us": b["stats"]["median"] * 1e6, **x}
-        if x["role"] in ("baseline", "stage") and x["impl"] not in run_stages:
-            run_stages.append(x["impl"])
-    # first appearance is series order: pytest ran the stages that way, baseline first
-    return run_stages, [rows[k] for k in sorted(rows)]
+        impl = OLD_SUITE_NAMES.get(x["impl"], x["impl"])
+        row[impl] = {"host_us": b["stats"]["median"] * 1e6, **x}
+        if x["role"] in ("baseline", "stage") and impl not in run_stages:
+            run_stages.append(impl)
+    return [s for s in stages.names() if s in run_stages], [rows[k] for k in sorted(rows)]
 
 
 # -- targets (bench/targets.toml): each measure returns the numbers its text quotes, None if no input applies
@@ -92,7 +146,7 @@ def what_explains(target: dict, row: dict) -> str:
     twin = k["final-twin"]["us"] if "final-twin" in k else None
     if twin is not None and within(target, floor, twin):
         return "stride"
-    if nop is not None and within(target, floor, k["final"]["us"] - nop):
+    if nop is not None and within(target, floor, k[FINAL]["us"] - nop):
         return "launch"
     if twin is not None and nop is not None and within(target, floor, twin - nop):
         return "both"
@@ -100,18 +154,18 @@ def what_explains(target: dict, row: dict) -> str:
 
 
 def kernel_vs_floor(target: dict, stage: str, rows: list[dict]) -> dict | None:
-    timed = [r for r in rows if "final" in r["kernel"] and r["floor_us"]]
+    timed = [r for r in rows if FINAL in r["kernel"] and r["floor_us"]]
     if not timed:
         return None
     big = [r for r in timed if r["floor_us"] >= target["min_floor_us"]]
     small = [r for r in timed if r["floor_us"] < target["min_floor_us"]]
-    ratio = max(big, key=lambda r: r["kernel"]["final"]["us"] / r["floor_us"], default=None)
-    excess = max(small, key=lambda r: r["kernel"]["final"]["us"] - r["floor_us"], default=None)
-    over = [r for r in timed if not within(target, r["floor_us"], r["kernel"]["final"]["us"])]
+    ratio = max(big, key=lambda r: r["kernel"][FINAL]["us"] / r["floor_us"], default=None)
+    excess = max(small, key=lambda r: r["kernel"][FINAL]["us"] - r["floor_us"], default=None)
+    over = [r for r in timed if not within(target, r["floor_us"], r["kernel"][FINAL]["us"])]
     return {"big": len(big), "small": len(small),
-            "worst": ratio["kernel"]["final"]["us"] / ratio["floor_us"] if ratio else 0.0,
+            "worst": ratio["kernel"][FINAL]["us"] / ratio["floor_us"] if ratio else 0.0,
             "worst_id": ratio["id"] if ratio else "-",
-            "worst_excess": excess["kernel"]["final"]["us"] - excess["floor_us"] if excess else 0.0,
+            "worst_excess": excess["kernel"][FINAL]["us"] - excess["floor_us"] if excess else 0.0,
             "worst_excess_id": excess["id"] if excess else "-",
             "met": not over, "over": len(over), "attribution": _attribution(target, timed, over)}
 
@@ -127,7 +181,7 @@ def _attribution(target: dict, timed: list[dict], over: list[dict]) -> str:
     unexplained = [r["id"] for r, cause in zip(over, causes) if cause == "neither"]
     return (f"Of the {len(over)} inputs over it, {causes.count('stride')} are within it in the table 2048 columns"
             " wider (the same launch and bytes, the rows no longer a multiple of 640 KiB apart: the row stride,"
-            f" NOTES.md), {causes.count('launch')} once the time an empty kernel with our arguments takes on the"
+            f" notebook/README.md), {causes.count('launch')} once the time an empty kernel with our arguments takes on the"
             f" same timer ({min(nops):.1f}-{max(nops):.1f} µs) is taken off, {causes.count('both')} only with both;"
             f" explained by neither: {', '.join(unexplained) or 'none'}.")
 
@@ -145,11 +199,11 @@ def kernel_vs_upstream(target: dict, stage: str, rows: list[dict]) -> dict | Non
     timed = [r for r in rows if "upstream-static" in r["kernel"]]
     if not timed:
         return None
-    static = [separated(r["kernel"]["final"], r["kernel"]["upstream-static"]) for r in timed]
-    hostmax = [separated(r["kernel"]["final"], r["kernel"]["upstream-hostmax"]) for r in timed]
+    static = [separated(r["kernel"][FINAL], r["kernel"]["upstream-static"]) for r in timed]
+    hostmax = [separated(r["kernel"][FINAL], r["kernel"]["upstream-hostmax"]) for r in timed]
     return {"inputs": len(timed), "faster": static.count(-1), "slower": static.count(1), "tied": static.count(0),
             "faster_hostmax": hostmax.count(-1), "slower_hostmax": hostmax.count(1),
-            "median_ratio": statistics.median(r["kernel"]["upstream-static"]["us"] / r["kernel"]["final"]["us"]
+            "median_ratio": statistics.median(r["kernel"]["upstream-static"]["us"] / r["kernel"][FINAL]["us"]
                                               for r in timed)}
 
 
@@ -183,16 +237,50 @@ def markdown_table(header: list[str], rows: list[list], align: str = "") -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def per_patch_table(run_stages: list[str], rows: list[dict]) -> str:
-    biggest = max(rows, key=lambda r: r["bs"])
+SWEEP_BS = (1, 32, 128)  # the batch sizes the per-patch table quotes from the run of record's bs sweep
+
+
+def bs_sweep(rows: list[dict]) -> list[dict]:
+    """The run of record's bs sweep: equal lengths in the widest table, D 4, page 64, its most common length."""
+    width = max(r["width"] for r in rows)
+    equal = [r for r in rows if r["profile"] == "equal" and r["width"] == width and r["D"] == 4 and r["page_size"] == 64]
+    if not equal:
+        return []
+    maxlen = statistics.mode(r["maxlen"] for r in equal)
+    return sorted((r for r in equal if r["maxlen"] == maxlen), key=lambda r: r["bs"])
+
+
+def per_patch_table(record_rows: list[dict], run_stages: list[str], run_rows: list[dict]) -> str:
+    """Every stage of the series (harness.stages), one row each: host µs of its whole replay at bs 1/32/128 and
+    its ratios to the previous stage and to baseline from the interleaved run of record; counts per replay at
+    the largest bs and the ratios of the sequential run beside them. A stage a run did not measure says so."""
+    names = stages.names()
+    sweep = {r["bs"]: r["host"] for r in bs_sweep(record_rows)} if record_rows else {}
+    timed = [r["host"] for r in record_rows if r["host"]]
+    biggest = max(run_rows, key=lambda r: r["bs"]) if run_rows else {}
+    missing = "not in this run"
+
+    def ratio(samples: list[dict], a: str, b: str, key) -> str:
+        pairs = [key(x[a]) / key(x[b]) for x in samples if a in x and b in x]
+        return f"{statistics.median(pairs):.2f}x" if pairs else missing
+
     body = []
-    for i, stage in enumerate(run_stages):
-        vs_prev = statistics.median(r[run_stages[i - 1]]["host_us"] / r[stage]["host_us"] for r in rows) if i else None
-        vs_base = statistics.median(r[stages.BASELINE]["host_us"] / r[stage]["host_us"] for r in rows)
-        c = biggest[stage]
-        body.append([stage, "" if vs_prev is None else f"{vs_prev:.2f}x", f"{vs_base:.2f}x", c["device_kernels"],
-                     c["triton_launches"]])
-    return markdown_table(["stage", "vs previous", "vs baseline", "device aten kernels", "Triton launches"], body, "lrrrr")
+    for i, stage in enumerate(names):
+        host = " / ".join(f"{sweep[bs][stage]['us']:.0f}" if stage in sweep.get(bs, {}) else "-" for bs in SWEEP_BS)
+        previous = names[i - 1] if i else None
+        seq = [r for r in run_rows if stage in r]
+        body.append([
+            stage, "-" if not i else f"{i:04d}",
+            (host if stage in (sweep.get(SWEEP_BS[-1]) or {}) else missing) if sweep else "no bs sweep in this record",
+            "" if not i else ratio(timed, previous, stage, lambda x: x["us"]),
+            "" if not i else ratio(timed, stages.BASELINE, stage, lambda x: x["us"]),
+            "" if not i else (ratio(seq, previous, stage, lambda x: x["host_us"]) if seq else missing),
+            biggest[stage]["device_kernels"] if stage in biggest else missing,
+            biggest[stage]["triton_launches"] if stage in biggest else missing,
+        ])
+    return markdown_table(["stage", "patch", f"host µs, bs {' / '.join(map(str, SWEEP_BS))} (interleaved)",
+                           "vs previous (interleaved)", "vs baseline (interleaved)", "vs previous (sequential)",
+                           "device aten kernels", "Triton launches"], body, "llrrrrrr")
 
 
 def inputs_table(impls: list[str], rows: list[dict], gpu: bool) -> str:
@@ -207,7 +295,8 @@ def inputs_table(impls: list[str], rows: list[dict], gpu: bool) -> str:
             else:
                 cells.append(f"{r[impl]['host_us']:.0f}")
         body.append([r["bs"], r["D"], r["page_size"], r["maxlen"], *cells] + ([f"{r['floor_us']:.1f}"] if gpu else []))
-    return markdown_table(["bs", "D", "ps", "maxlen", *impls] + (["floor"] if gpu else []), body)
+    header = [i if i in stages.names() else op.label(i) for i in impls]
+    return markdown_table(["bs", "D", "ps", "maxlen", *header] + (["floor"] if gpu else []), body)
 
 
 def bullets(lines) -> str:
@@ -242,42 +331,64 @@ def modes_text(machine: str) -> str:
     return fill("MODES.md", table=table(str(path)))
 
 
-def plot(run_stages: list[str], rows: list[dict], folder: Path, gpu: bool) -> list[str]:
+# -- plots: every line labelled in the image; CPU plots say their timings are not comparable ---------------
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def finish(fig, path: Path, gpu: bool, missing: list[str]) -> None:
+    """Save `fig` with what a reader needs in the image: stages the run lacks, and on CPU that timings are
+    not comparable."""
+    if missing:
+        fig.text(0.01, 0.01, "not in this run: " + ", ".join(missing), fontsize=7, color="dimgray", va="bottom")
+    if not gpu:
+        for ax in fig.axes:  # on every panel, inside it: the first thing a reader of the image sees
+            ax.text(0.5, 0.5, NOT_COMPARABLE, fontsize=11, color="red", alpha=0.45, ha="center", va="center",
+                    rotation=15, transform=ax.transAxes)
+    fig.tight_layout(rect=(0, 0.04 if missing else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def plot(run_stages: list[str], rows: list[dict], folder: Path, gpu: bool) -> list[str]:
+    """The sequential pytest-benchmark run: every stage's host µs (and device µs against the floor) vs bs."""
+    plt = _pyplot()
     made = []
     metrics = [("host_us", "host_us_vs_bs.png")] + ([("device_us", "device_us_vs_floor.png")] if gpu else [])
     d, ps = max(r["D"] for r in rows), max(r["page_size"] for r in rows)
     maxlens = sorted({r["maxlen"] for r in rows})
+    missing = [s for s in stages.names() if s not in run_stages]
     for metric, name in metrics:
-        fig, axes = plt.subplots(1, len(maxlens), figsize=(5.5 * len(maxlens), 4), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(maxlens), figsize=(5.5 * len(maxlens) + 2.5, 4.4), sharey=True, squeeze=False)
         for ax, maxlen in zip(axes[0], maxlens):
             sel = [r for r in rows if r["D"] == d and r["page_size"] == ps and r["maxlen"] == maxlen]
             bss = [r["bs"] for r in sel]
-            for impl in run_stages + [PEER]:
-                if all(impl in r for r in sel):
-                    ax.plot(bss, [r[impl][metric] for r in sel], marker="o", label=impl)
-            if metric == "host_us":
-                ax.plot(bss, [r[FLOOR]["host_us"] for r in sel], "k--", label="empty Triton launch")
-            else:
-                ax.plot(bss, [r["floor_us"] for r in sel], "k--", label="memory floor")
-            ax.set(xscale="log", yscale="log", xlabel="bs", title=f"D={d} page_size={ps} maxlen={maxlen}")
-        axes[0][0].set_ylabel(f"{metric.removesuffix('_us')} µs per replay (median)")
-        axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
+            for impl in run_stages + ["upstream-static", "upstream-hostmax"]:
+                if sel and all(impl in r for r in sel):
+                    ax.plot(bss, [r[impl][metric] for r in sel], marker="o", label=op.label(impl))
+            if metric == "host_us" and sel and all("nop-1" in r for r in sel):
+                ax.plot(bss, [r["nop-1"]["host_us"] for r in sel], "k--", label=op.label("nop-1"))
+            elif metric == "device_us":
+                ax.plot(bss, [r["floor_us"] for r in sel], "k--", label="memory floor (bytes / copy bandwidth)")
+            ax.set(xscale="log", yscale="log", xlabel="bs", title=f"D={d}, page {ps}, max length {maxlen}")
+        what = "host µs of one call" if metric == "host_us" else "device µs of one call (CUDA events)"
+        axes[0][0].set_ylabel(f"{what}, sequential median")
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        finish(fig, folder / name, gpu, missing)
         made.append(name)
     return made
 
 
 # -- the benchmark of record (record.json) ------------------------------------------------------------
-KERNEL_IMPLS = ("final", "final-twin", "nop-args", "upstream-static", "upstream-hostmax")
-PLOT_LABELS = {"final-twin": "final, table 2048 columns wider", "nop-args": "empty launch, our arguments"}
-HOST_IMPLS = ("final-replay", "final-launch", "upstream-static", "upstream-hostmax", "nop-args", "nop-1")
+KERNEL_IMPLS = (FINAL, "final-twin", "nop-args", "upstream-static", "upstream-hostmax")
+LAUNCH_IMPLS = (FINAL, "upstream-static", "upstream-hostmax", "nop-args", "nop-1")
 
 
 def spread_cell(x: dict | None, floor: float | None = None) -> str:
@@ -293,45 +404,52 @@ def versus(ours: dict, theirs: dict | None) -> str:
     return {-1: "faster", 1: "slower", 0: "not separated"}[separated(ours, theirs)]
 
 
-def record_tables(rows: list[dict]) -> tuple[str, str]:
-    kernel, host = [], []
+def record_tables(rows: list[dict]) -> tuple[str, str, str]:
+    """GPU µs of the final launch with its controls and peers; host µs of every stage's whole replay; host µs
+    of the final launch beside upstream's bare call and the empty launches."""
+    kernel, replay, launch = [], [], []
+    names = stages.names()
     for r in rows:
         k, h = r["kernel"], r["host"]
         if k:
-            kernel.append([r["id"], f"{r['floor_us']:.1f}", *(spread_cell(k.get(i), None if i == "nop-args" else r["floor_us"]) for i in KERNEL_IMPLS),
-                           versus(k["final"], k.get("upstream-static")), versus(k["final"], k.get("upstream-hostmax"))])
+            kernel.append([r["id"], f"{r['floor_us']:.1f}",
+                           *(spread_cell(k.get(i), None if i == "nop-args" else r["floor_us"]) for i in KERNEL_IMPLS),
+                           versus(k[FINAL], k.get("upstream-static")), versus(k[FINAL], k.get("upstream-hostmax"))])
+        replay.append([r["id"], *(spread_cell(h.get(s)) if s in h else "not in this run" for s in names)])
         nop = h.get("nop-args")
-        host.append([r["id"], *(spread_cell(h.get(i)) for i in HOST_IMPLS),
-                     f"{h['final-launch']['us'] / nop['us']:.2f}x" if nop else "-",
-                     versus(h["final-launch"], h.get("upstream-static"))])
+        launch.append([r["id"], *(spread_cell(h.get(i)) for i in LAUNCH_IMPLS),
+                       f"{h[FINAL]['us'] / nop['us']:.2f}x" if nop and FINAL in h else "-",
+                       versus(h[FINAL], h.get("upstream-static")) if FINAL in h else "-"])
     kernel_table = markdown_table(
-        ["input", "floor", "final (x floor)", "final, table 2048 columns wider", "empty kernel, our arguments",
-         "upstream static", "upstream hostmax", "final vs static", "final vs hostmax"], kernel,
-        "lrrrrrrll") if kernel else "Not timed on this machine (GPU only)."
-    host_table = markdown_table(
-        ["input", "final: whole replay", "final: launch object", "upstream static: bare call", "upstream hostmax",
-         "empty launch, our arguments", "empty launch, one argument", "launch / empty (our args)",
-         "launch vs upstream static call"], host, "lrrrrrrrl")
-    return kernel_table, host_table
+        ["input", "floor", "final launch (x floor)", "final launch, table 2048 columns wider",
+         "empty kernel, our arguments", "upstream as it ships", "upstream given the host max", "final vs as it ships",
+         "final vs host max"], kernel, "lrrrrrrll") if kernel else "Not timed on this machine (GPU only)."
+    replay_table = markdown_table(["input", *(op.stage_label(s) for s in names)], replay, "l" + "r" * len(names))
+    launch_table = markdown_table(
+        ["input", "final launch object", "upstream as it ships: bare call", "upstream given the host max: bare call",
+         "empty kernel, our arguments", "empty launch, one argument", "launch / empty (our arguments)",
+         "launch vs upstream as it ships"], launch, "lrrrrrrl")
+    return kernel_table, replay_table, launch_table
 
 
 def quotable(rows: list[dict]) -> str:
     """The few numbers the patch headers and the cover letter quote, all from this one record."""
-    timed = [r for r in rows if r["kernel"] and "nop-args" in r["host"]]
+    final = stages.final()
+    timed = [r for r in rows if r["kernel"] and "nop-args" in r["host"] and final in r["host"]]
     if not timed:
         return "None: this record has no GPU timings."
-    launch = [r["host"]["final-launch"]["us"] for r in timed]
-    replay = [r["host"]["final-replay"]["us"] for r in timed]
-    vs_nop = [r["host"]["final-launch"]["us"] / r["host"]["nop-args"]["us"] for r in timed]
+    launch = [r["host"][FINAL]["us"] for r in timed]
+    replay = [r["host"][final]["us"] for r in timed]
+    vs_nop = [r["host"][FINAL]["us"] / r["host"]["nop-args"]["us"] for r in timed]
     big = [r for r in timed if r["floor_us"] >= 25]
-    vs_floor = [r["kernel"]["final"]["us"] / r["floor_us"] for r in big]
+    vs_floor = [r["kernel"][FINAL]["us"] / r["floor_us"] for r in big]
     lines = [f"eager replay of the final stage (whole backend call): {min(replay):.0f}-{max(replay):.0f} µs of host time;"
              f" its launch alone {min(launch):.0f}-{max(launch):.0f} µs, {min(vs_nop):.2f}-{max(vs_nop):.2f}x an empty"
              " launch with the same arguments"]
     if vs_floor:
         lines.append(f"kernel: {min(vs_floor):.2f}-{max(vs_floor):.2f}x the memory floor on the {len(big)} inputs whose"
                      " floor is >= 25 µs")
-    ships = [r["kernel"]["upstream-static"]["us"] / r["kernel"]["final"]["us"] for r in timed
+    ships = [r["kernel"]["upstream-static"]["us"] / r["kernel"][FINAL]["us"] for r in timed
              if "upstream-static" in r["kernel"]]
     if ships:
         lines.append(f"upstream 0.5.23's kernel as it ships takes {min(ships):.1f}-{max(ships):.1f}x our kernel's time"
@@ -339,40 +457,37 @@ def quotable(rows: list[dict]) -> str:
     return bullets(lines)
 
 
-def record_plots(rows: list[dict], folder: Path) -> list[str]:
-    """Median with quartile bars against bs, one input family: equal lengths, the widest table, D 4, page 64."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    width = max(r["width"] for r in rows)
-    equal = [r for r in rows if r["profile"] == "equal" and r["width"] == width and r["D"] == 4 and r["page_size"] == 64]
-    if not equal:
+def record_plots(rows: list[dict], folder: Path, gpu: bool) -> list[str]:
+    """Median with quartile bars against bs over the run of record's bs sweep: every stage's whole replay
+    (host), the final launch beside upstream's bare call and the empty launches (host), and GPU µs."""
+    plt = _pyplot()
+    family = bs_sweep(rows)
+    if len(family) < 2:
         return []
-    maxlen = statistics.mode(r["maxlen"] for r in equal)  # the bs sweep
-    family = sorted((r for r in equal if r["maxlen"] == maxlen), key=lambda r: r["bs"])
+    names = stages.names()
+    title = f"D=4, page 64, {family[0]['maxlen']} long, table {family[0]['width']} wide (interleaved rounds)"
     made = []
-    for metric, impls, name in (("kernel", KERNEL_IMPLS, "record_kernel_us.png"), ("host", HOST_IMPLS, "record_host_us.png")):
+    for metric, impls, name, ylabel in (
+            ("host", names, "record_host_us.png", "host µs of the whole replay call"),
+            ("host", LAUNCH_IMPLS, "record_launch_us.png", "host µs of one bare launch or call"),
+            ("kernel", KERNEL_IMPLS, "record_kernel_us.png", "GPU µs of one launch (do_bench)")):
         sel = [r for r in family if r[metric]]
         if len(sel) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        fig, ax = plt.subplots(figsize=(9.5, 4.6))
         bss = [r["bs"] for r in sel]
         for impl in impls:
             if all(impl in r[metric] for r in sel):
                 xs = [r[metric][impl] for r in sel]
                 ax.errorbar(bss, [x["us"] for x in xs], yerr=[[x["us"] - x["q1"] for x in xs],
                                                               [x["q3"] - x["us"] for x in xs]],
-                            marker="o", capsize=3, label=PLOT_LABELS.get(impl, impl))
+                            marker="o", capsize=3, label=op.label(impl))
         if metric == "kernel":
-            ax.plot(bss, [r["floor_us"] for r in sel], "k--", label="memory floor")
-        ax.set(xscale="log", yscale="log", xlabel="bs", ylabel=f"{metric} µs (median, quartile bars)",
-               title=f"D=4 page 64, {family[0]['maxlen']} long, table {width} wide")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
+            ax.plot(bss, [r["floor_us"] for r in sel], "k--", label="memory floor (bytes / copy bandwidth)")
+        ax.set(xscale="log", yscale="log", xlabel="bs", ylabel=f"{ylabel}, median, quartile bars", title=title)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        missing = [s for s in names if not all(s in r["host"] for r in sel)] if impls is names else []
+        finish(fig, folder / name, gpu, missing)
         made.append(name)
     return made
 
@@ -387,58 +502,60 @@ def record_text(machine: str, record: dict | None, folder: Path) -> dict:
     stage = stages.final()
     if record is None:
         missing = f"No `record.json` for {machine} yet: `python -m bench.record reports/{machine}/record.json` (GPU: `bench/gpu_run.sh`)."
-        return dict(record_file="(no record.json)", record=missing, record_plots="",
+        return dict(record_file="(no record.json)", record=missing, record_plots="", record_rows=[],
                     target_lines=bullets(judged("record", stage, None, f"no record.json for {machine}")))
-    env, rows = record["environment"], record["rows"]
+    env = record["environment"]
+    rows = [op.normalized(r, env["final_stage"]) for r in record["rows"]]
     if not env["comparable"]:
         targets = bullets(judged("record", stage, None, "timings on this machine are not comparable"))
     elif env["final_stage"] != stage:
         targets = bullets(judged("record", stage, None, f"record.json timed `{env['final_stage']}`, not the final stage"))
     else:
         targets = bullets(judged("record", stage, rows))
-    kernel_table, host_table = record_tables(rows)
+    kernel_table, replay_table, launch_table = record_tables(rows)
     text = fill("RECORD.md", **{k: env[k] for k in ("final_stage", "card", "torch", "triton", "kernel_rounds",
                                                    "host_rounds", "whole_upstream_replay")},
-                kernel_table=kernel_table, host_table=host_table, quote=quotable(rows))
-    plots = record_plots(rows, folder) if env["comparable"] else []
-    return dict(record_file="record.json", target_lines=targets, record=text.rstrip("\n"),
+                kernel_table=kernel_table, replay_table=replay_table, launch_table=launch_table, quote=quotable(rows))
+    plots = record_plots(rows, folder, bool(env["comparable"]))
+    return dict(record_file="record.json", target_lines=targets, record=text.rstrip("\n"), record_rows=rows,
                 record_plots="\n".join(f"![{p}]({p})" for p in plots))
 
 
 def write(machine: str) -> Path:
-    run = latest_run(machine)
+    run, record = latest_run(machine), read_json(machine, "record.json")
+    if run is None and record is None:
+        raise SystemExit(f"reports/{machine} holds no saved run: on that machine `make report`, or on a GPU"
+                         " `bench/gpu_run.sh OUT` and copy OUT/* into it")
     verdicts = read_json(machine, "verdicts.json")
-    run_stages, rows = by_input(run)
-    env = run["benchmarks"][0]["extra_info"]
+    run_stages, rows = by_input(run) if run else ([], [])
+    env = run["benchmarks"][0]["extra_info"] if run else record["environment"]
     gpu = bool(env["comparable"])
     folder = REPORTS / machine
-    gpu_sections = ""
-    if gpu:
-        for name in run_stages:
-            note = TEMPLATES / "stages" / f"{name}.md"
-            if note.exists():
-                gpu_sections += "\n" + note.read_text()
-        notes = folder / "NOTES.md"
-        if notes.exists():
-            gpu_sections += "\n" + notes.read_text().strip() + "\n"
-    record_fields = record_text(machine, read_json(machine, "record.json"), folder)
+    stale = staleness_text(machine)
+    if stale:
+        print(f"warning: reports/{machine}: {stale.strip()}", file=sys.stderr)
+    stage_notes = "".join("\n" + (TEMPLATES / "stages" / f"{name}.md").read_text() for name in run_stages
+                          if gpu and (TEMPLATES / "stages" / f"{name}.md").exists())
+    record_fields = record_text(machine, record, folder)
+    record_rows = record_fields.pop("record_rows")
     graph = read_json(machine, "graph_demo.json")
-    if gpu and graph is not None:  # issue 11's in-graph target, judged on GRAPH.md's run
+    if gpu and graph is not None:  # the in-graph target, judged on GRAPH.md's run
         record_fields["target_lines"] = (record_fields["target_lines"].rstrip("\n")
                                          + f"\n- {in_graph_line(graph['host'])} (`graph_demo.json`, GRAPH.md)")
+    others = [i for i in ("upstream-static", "upstream-hostmax", "nop-1") if any(i in r for r in rows)]
     text = fill(
         "REPORT.md",
         card=env["card"], torch=env["torch"], triton=env["triton"], python=env["python"],
-        run_file=run["_file"], version=run["version"],
+        run_file=run["_file"] if run else "no sequential run", version=run["version"] if run else "-", stale=stale,
         not_comparable="" if gpu else fill("not_comparable.md"),
         **record_fields,
         verdicts=verdict_text(verdicts, run_stages) if verdicts else "No `verdicts.json` for this machine yet.\n",
         modes=modes_text(machine),
-        per_patch=per_patch_table(run_stages, rows),
+        per_patch=per_patch_table(record_rows, run_stages, rows),
         device_heading=" / device µs" if gpu else "",
-        inputs=inputs_table(run_stages + [PEER, FLOOR], rows, gpu),
-        gpu_sections=gpu_sections,
-        plots="\n".join(f"![{p}]({p})" for p in plot(run_stages, rows, folder, gpu)),
+        inputs=inputs_table(run_stages + others, rows, gpu) if rows else "No sequential run saved for this machine.",
+        gpu_sections=stage_notes,
+        plots="\n".join(f"![{p}]({p})" for p in (plot(run_stages, rows, folder, gpu) if rows else [])),
     )
     (folder / "REPORT.md").write_text(text)
     return folder / "REPORT.md"

@@ -7,7 +7,7 @@ of both runners interleaved round by round (order shuffled), the queue drained b
 Prediction, written before the run: replay_prepare costs the same in both; the difference is all in
 graph.replay() (cudaGraphLaunch of two different graphs).
 
-    python3 -m bench.experiments.graph_step OUT.json          (GPU; after `python -m harness build`)
+    python3 -m notebook.graph_step OUT.json          (GPU; after `python -m harness build`)
 """
 
 from __future__ import annotations

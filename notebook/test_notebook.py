@@ -1,17 +1,14 @@
-"""The benchmark scripts' own logic on CPU (Triton's interpreter): kernel variants stay bit-exact, the
-benchmark of record writes its rows, and the report claims "faster" only where quartiles separate."""
-
-import json
+"""The notebook's scripts on CPU (Triton's interpreter): every kernel variant applies where it was written
+to or fails loudly, and writes what the final kernel writes; the simplest kernels write the same bytes."""
 
 import pytest
 import torch
 
-from bench import record, report
-from bench.conftest import GPU
-from bench.experiments import kernel_floor
-from bench.inputs import PROFILES, Config, launch_buffers, poison, profile_lengths
+from bench.inputs import launch_buffers, poison
+from harness.env import triton_device
+from notebook import kernel_floor
 
-pytestmark = pytest.mark.skipif(GPU, reason="CPU checks; the GPU runs these scripts whole (bench/gpu_run.sh)")
+pytestmark = pytest.mark.skipif(triton_device() == "cuda", reason="CPU checks; on a GPU run the scripts themselves")
 
 
 @pytest.mark.parametrize("name", [n for n in kernel_floor.VARIANTS if n != "final"])
@@ -36,52 +33,29 @@ def test_every_variant_is_an_applicable_diff():
         assert (kernel_floor.diff(name) == "") == (name == "final")
 
 
-def test_length_profiles_keep_the_longest_request_first():
-    g = torch.Generator().manual_seed(0)
-    for profile in PROFILES:
-        lens = profile_lengths(profile, 16, 5000, g)
-        assert lens[0] == 5000 and lens.max() == 5000 and lens.min() >= 1
-    with pytest.raises(ValueError, match="unknown length profile"):
-        profile_lengths("zipf", 4, 100, g)
+@pytest.mark.parametrize("name", [n for n in kernel_floor.VARIANTS if n != "final"])
+def test_a_kernel_edit_under_a_variant_makes_it_fail_loudly(name, monkeypatch):
+    """Each text a variant's edits rely on, taken out of the kernel (as a kernel edit would), makes loading
+    the variant raise: no variant silently times the unchanged kernel."""
+    source = kernel_floor.kernel_source()
+    needed = kernel_floor.anchors(name)
+    assert needed, f"{name} edits nothing it looks up"
+    for text in needed:
+        edited = source.replace(text, "")
+        monkeypatch.setattr(kernel_floor, "kernel_source", lambda edited=edited: edited)
+        with pytest.raises(kernel_floor.VariantDoesNotApply, match="update the variant"):
+            kernel_floor.load_variant(name, kernel_floor.VARIANTS[name])
 
 
-def test_record_writes_rows_marked_not_comparable(tmp_path):
-    out = tmp_path / "record.json"
-    record.main(str(out))
-    data = json.loads(out.read_text())
-    assert data["environment"]["comparable"] is False
-    assert [r["id"] for r in data["rows"]] == [c.id for c in record.SMOKE_INPUTS]
-    assert all({"final-replay", "final-launch", "nop-1"} <= set(r["host"]) for r in data["rows"])
-
-
-def test_faster_only_where_quartiles_separate():
-    def timed(median):
-        return {"us": median, "q1": median - 1, "q3": median + 1}
-
-    assert report.separated(timed(10), timed(13)) == -1
-    assert report.separated(timed(10), timed(11.5)) == 0
-    assert report.versus(timed(13), timed(10)) == "slower"
-
-
-def test_floor_counts_the_same_bytes_for_every_profile():
-    assert len({Config(8, 4, 64, 4096, context_len=8192, profile=p).bytes_moved() for p in PROFILES}) == 1
-
-
-@pytest.mark.skipif(GPU, reason="the GPU plan is the benchmark itself: bench/gpu_run.sh runs it")
-def test_modes_benchmark_writes_rows_and_a_table(tmp_path):
-    from bench import modes
-
-    out = tmp_path / "modes.json"
-    modes.main(str(out))
-    rows = json.loads(out.read_text())["rows"]
-    assert [(r["mode"], sorted(r["host"])) for r in rows] == [
-        ("decode", ["baseline", "final", "final-alone"]), ("draft_extend", ["baseline", "final", "final-alone"])]
-    assert "| draft_extend | 2 |" in modes.table(str(out))
+def test_a_variant_whose_text_is_missing_fails_loudly_instead_of_timing_the_kernel_unchanged():
+    missing = [("    this line is in no kernel\n", "    nor is this one\n")]
+    with pytest.raises(kernel_floor.VariantDoesNotApply, match="holds 0 copies"):
+        kernel_floor.load_variant("planted", missing)
 
 
 @pytest.mark.parametrize("page", [1, 64])
 def test_simplest_kernel_writes_the_page_table_bytes_the_final_kernel_writes(page):
-    from bench.experiments.broadcast_rows import broadcast_rows
+    from notebook.broadcast_rows import broadcast_rows
 
     bs, draft, width, length = 3, 4, 2200, 2100
     final = kernel_floor.load_variant("final", [])
@@ -97,7 +71,7 @@ def test_simplest_kernel_writes_the_page_table_bytes_the_final_kernel_writes(pag
 
 
 def test_bulk_store_probe_writes_the_page_table_bytes_and_nothing_past_the_length():
-    from bench.experiments.broadcast_rows import broadcast_rows, broadcast_rows_tma
+    from notebook.broadcast_rows import broadcast_rows, broadcast_rows_tma
 
     bs, draft, width, length, page = 3, 4, 2200, 2100, 64
     req_to_token = torch.randint(0, 1 << 30, (bs + 2, width), dtype=torch.int32)
@@ -112,7 +86,7 @@ def test_bulk_store_probe_writes_the_page_table_bytes_and_nothing_past_the_lengt
 
 
 def test_fill_probe_writes_the_same_addresses_and_nothing_else():
-    from bench.experiments.broadcast_rows import fill_rows
+    from notebook.broadcast_rows import fill_rows
 
     bs, draft, width, length, page = 3, 4, 2200, 2100, 64
     filled, stale = (poison(launch_buffers(bs, draft, page, width, "cpu"), seed=2) for _ in range(2))
@@ -129,7 +103,7 @@ def test_fill_probe_writes_the_same_addresses_and_nothing_else():
 
 @pytest.mark.parametrize("along_rows", [False, True])
 def test_simplest_kernels_write_the_same_whichever_order_their_grid_takes(along_rows):
-    from bench.experiments.broadcast_rows import broadcast_rows, fill_rows
+    from notebook.broadcast_rows import broadcast_rows, fill_rows
 
     bs, draft, width, length, page = 3, 2, 2200, 2100, 64
     req_to_token = torch.randint(0, 1 << 30, (bs + 2, width), dtype=torch.int32)

@@ -8,7 +8,7 @@ is specialized on its tensors' pointer alignment, so the bound launch is used on
 inputs it was bound to (same data_ptr, dtype, shape); anything else, or a launch hook (a profiler),
 goes through the launch object.
 
-    python3 -m bench.experiments.bound_launch OUT.json        (GPU; NSA_USE_BUILD=1 without git)
+    python3 -m notebook.bound_launch OUT.json        (GPU; NSA_USE_BUILD=1 without git)
 
 Checks: the bound launch and its fallback write buffers bit-identical (whole, stale columns
 included) to the launch object's. Host µs: wall time of one call with the queue drained before it,

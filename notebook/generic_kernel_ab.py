@@ -7,7 +7,7 @@ with that loop too, and each program wraps and range-checks its pool index. Pred
 beyond noise at bs <= 256 (one scan chunk at D=4; the pool-index check is two scalar compares per
 program).
 
-    python3 -m bench.experiments.generic_kernel_ab <before kernel .py> <after kernel .py> [out.json]
+    python3 -m notebook.generic_kernel_ab <before kernel .py> <after kernel .py> [out.json]
 
 Both files are kernel modules holding TargetVerifyMetadataLaunch with the graph-stage API.
 Timing: triton.testing.do_bench median of the bare launch, A and B alternated for ROUNDS rounds;

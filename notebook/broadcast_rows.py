@@ -1,6 +1,6 @@
 """The simplest kernel that writes a target-verify replay's page-table bytes: a practical floor.
 
-Every request i of a batch whose requests all share one length L (bench.experiments.kernel_floor's
+Every request i of a batch whose requests all share one length L (notebook.kernel_floor's
 inputs) has D rows, each a copy of its source row:
   page_table[i * D + d, c]        = req_to_token[pool[i], c]                   (c < L)
   real_page_table[i * D + d, p]   = req_to_token[pool[i], p * ps] >> log2(ps)  (p * ps < L, ps > 1)

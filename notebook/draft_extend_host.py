@@ -5,7 +5,7 @@ extend replay call timed alone, and interleaved with baseline's as bench.modes d
 Prediction, written before the run: alone it stays at ~60 µs at every bs; interleaved it grows with bs,
 as baseline's garbage and allocations grow.
 
-    python3 -m bench.experiments.draft_extend_host OUT.json          (GPU; after `python -m harness build`)
+    python3 -m notebook.draft_extend_host OUT.json          (GPU; after `python -m harness build`)
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 The launch object compiles its kernel when it is built, at capture (patch 5): D, topk, the table
 width and strides are compile-time constants. bs and the column programs are not (the kernel is not
 specialized on them), so only the first captured bs of a mode compiles; until this session each bs
-did, 0.2-0.5 s each (reports/h100/NOTES.md). This measures that cost over sglang's default CUDA-graph
+did, 0.2-0.5 s each (notebook/NOTES.md). This measures that cost over sglang's default CUDA-graph
 capture list for a GPU of this size, cold (an empty Triton cache) and warm (the cache a previous
 start left), and checks the first replay after capture compiles nothing.
 
-    python3 -m bench.experiments.startup OUT.json       (NSA_USE_BUILD=1 on a machine without git)
+    python3 -m notebook.startup OUT.json       (NSA_USE_BUILD=1 on a machine without git)
 
 Each measurement runs in a fresh process (Triton keeps compiled kernels in memory too); cold and
 warm share one TRITON_CACHE_DIR, emptied before the cold run.
@@ -65,7 +65,7 @@ def main(out: str) -> None:
     result = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
               "capture_bs": CAPTURE_BS, "draft": D, "page_size": PAGE, "width": WIDTH}
     for run in ("cold", "warm"):
-        proc = subprocess.run([sys.executable, "-m", "bench.experiments.startup", "--one"], env=env,
+        proc = subprocess.run([sys.executable, "-m", "notebook.startup", "--one"], env=env,
                               capture_output=True, text=True, check=True)
         result[run] = json.loads(proc.stdout.strip().splitlines()[-1])
         capture = result[run]["capture_s"].values()

@@ -7,7 +7,7 @@
    body at max_seqlen_k rounded down to 16 (tail apart) should approach the floor. Confirmed: 176 us
    unaligned, 65 us specialized-and-divisible, 62-65 us aligned body whatever the value (floor 57 us),
    with identical bytes written. The repeat-audit kernel (and every stage after it) uses the aligned body.
-Run on a GPU after `python -m harness build`: NSA_USE_BUILD=1 python3 -m bench.experiments.fused_occupancy
+Run on a GPU after `python -m harness build`: NSA_USE_BUILD=1 python3 -m notebook.fused_occupancy
 (the fused column is now the final stage's launch, as its replay issues it, at other block sizes).
 """
 

@@ -4,7 +4,7 @@ Each variant is the final stage's kernel module with a small source transform (`
 replaced in harness.stages.kernel_module(final()).__file__, the result loaded as a module of its
 own), so no kernel is copied and the winning change is an exact diff of the series' kernel.
 
-Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
+Outcomes (notebook/NOTES.md, "Issue 11: the row stride"):
   1. kernel_floor_rotate7.json, kernel_floor_request_major.json (stage `graph`'s kernel): rotating
      each request's start block, or walking request-major, wins 11 % on full 160k rows and 1-2.5 %
      on 64k rows in the 160k table.
@@ -45,7 +45,7 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      at bs 128 with full rows, `warps-8` moves nothing by more than 1 %, both together cost 1.3 and
      10.6 µs. The copy does not wait on its loads; what is left on full rows is the empty kernel's
      time on this timer, which bench.record now measures beside every input.
-  7. `simplest-kernel` (bench/experiments/broadcast_rows.py: one program per request and 1024 columns,
+  7. `simplest-kernel` (notebook/broadcast_rows.py: one program per request and 1024 columns,
      the length given by the host, nothing else) on the same inputs, prediction written before the
      run: it writes the same bytes no faster than ours on full rows (44-45 µs at bs 32, ~162 at bs
      128), i.e. ~1.1x the floor's rate plus the empty kernel is what this read/write mix costs on an
@@ -109,7 +109,7 @@ Outcomes (reports/h100/NOTES.md, "Issue 11: the row stride"):
      for `flat-walk-x4` against 42.5-42.8 one block per program, 44.6-45.2 final). The gain needs
      a program per (request, block), so a grid as wide as the table: not ported.
 
-    python3 -m bench.experiments.kernel_floor OUT.json [--inputs stride] [variant ...]
+    python3 -m notebook.kernel_floor OUT.json [--inputs stride] [variant ...]
                                                  (GPU; NSA_USE_BUILD=1 without git)
 
 Every variant's buffers are compared whole (dtype, shape, stride, every element, stale columns
@@ -227,9 +227,9 @@ VARIANTS["prefetch-next"] = [
 def _rows_outer(source: str) -> str:
     """The column walk repeated once per row of the request (the source re-read from L2), so that each
     program writes one row at a time: one write stream per program instead of D."""
-    start, end = source.index(_LOOP), source.index("\n\ndef _check_int32_buffer")
+    start, end = anchor(source, _LOOP), anchor(source, "\n\ndef _check_int32_buffer")
     walk = "".join("    " + line if line.strip() else line for line in source[start:end].splitlines(True))
-    walk = walk.replace("tl.static_range(DRAFT)", "tl.static_range(d_outer, d_outer + 1)")
+    walk = replace_every(walk, "tl.static_range(DRAFT)", "tl.static_range(d_outer, d_outer + 1)")
     return source[:start] + "    for d_outer in tl.static_range(DRAFT):\n" + walk + source[end:]
 
 
@@ -253,7 +253,7 @@ def _flat_walk(source: str) -> str:
     (P programs in all, p in launch order): at any moment the grid works on P neighbouring blocks, a
     window sliding along the rows, as one block per program along rows does, with no idle programs.
     Each item redoes its request's prologue (pool index, first row: L1/L2 hits)."""
-    start, end = source.index(_PROLOGUE_START), source.index(_LOOP) + len(_LOOP)
+    start, end = anchor(source, _PROLOGUE_START), anchor(source, _LOOP) + len(_LOOP)
     walk = (
         "    batch_max = tl.minimum(longest + KV_EXTRA, WIDTH)\n"
         "    n_blocks = tl.cdiv(batch_max, BLOCK_COLS)\n"
@@ -305,26 +305,70 @@ def base_stage() -> str:
     return stages.final()
 
 
+class VariantDoesNotApply(LookupError):
+    """A variant's source edit found no (or more than one) place to apply in the final kernel module: the
+    kernel changed under it. Raised, never skipped, so that no variant silently times the unchanged kernel."""
+
+
+_anchors_used: list[str] | None = None  # set by anchors(): every text an edit looked up
+
+
+def anchor(source: str, text: str) -> int:
+    """Where the one occurrence of `text` in `source` starts; VariantDoesNotApply where there is not exactly one."""
+    if _anchors_used is not None:
+        _anchors_used.append(text)
+    found = source.count(text)
+    if found != 1:
+        raise VariantDoesNotApply(f"the final kernel module holds {found} copies of {text!r}, not one:"
+                                  " update the variant in notebook/kernel_floor.py VARIANTS")
+    return source.index(text)
+
+
+def replace_every(source: str, old: str, new: str) -> str:
+    """`source` with every `old` replaced; VariantDoesNotApply where there is none."""
+    if _anchors_used is not None:
+        _anchors_used.append(old)
+    if old not in source:
+        raise VariantDoesNotApply(f"the final kernel module holds no {old!r}: update the variant in"
+                                  " notebook/kernel_floor.py VARIANTS")
+    return source.replace(old, new)
+
+
 def variant_source(source: str, replacements) -> str:
-    """`source` with each of `replacements` applied once: an (old, new) text pair, or a function of the source."""
+    """`source` with each of `replacements` applied once: an (old, new) text pair, or a function of the source.
+    Every edit must apply where it was written to: VariantDoesNotApply otherwise."""
     for replacement in replacements:
         if callable(replacement):
             source = replacement(source)
             continue
         old, new = replacement
-        if source.count(old) != 1:
-            raise LookupError(f"the final kernel module no longer holds exactly one {old!r}: update VARIANTS")
-        source = source.replace(old, new)
+        at = anchor(source, old)
+        source = source[:at] + new + source[at + len(old):]
     return source
+
+
+def anchors(name: str) -> list[str]:
+    """The texts of the final kernel module that variant `name`'s edits rely on, in the order they are looked up."""
+    global _anchors_used
+    _anchors_used = []
+    try:
+        variant_source(kernel_source(), VARIANTS[name])
+        return list(dict.fromkeys(_anchors_used))
+    finally:
+        _anchors_used = None
+
+
+def kernel_source() -> str:
+    """The final stage's kernel module, as the variants edit it."""
+    return Path(stages.kernel_module(base_stage()).__file__).read_text()
 
 
 def load_variant(name: str, replacements: list[tuple[str, str]]):
     """The final stage's kernel module with `replacements` applied, imported as a module of its own
     (Triton reads a kernel's source from its file, so the text is written to one)."""
-    original = Path(stages.kernel_module(base_stage()).__file__)
     folder = Path(tempfile.mkdtemp(prefix="kernel-variant-"))
     path = folder / f"variant_{name.replace('-', '_').replace('+', '_')}.py"
-    path.write_text(variant_source(original.read_text(), replacements))
+    path.write_text(variant_source(kernel_source(), replacements))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -335,7 +379,7 @@ def diff(name: str) -> str:
     """The exact change a variant makes, as a unified diff against the final kernel module."""
     import difflib
 
-    original = Path(stages.kernel_module(base_stage()).__file__).read_text()
+    original = kernel_source()
     changed = variant_source(original, VARIANTS[name])
     return "".join(difflib.unified_diff(original.splitlines(True), changed.splitlines(True),
                                         "a/kernel.py", f"b/kernel.py ({name})"))
@@ -380,9 +424,9 @@ def driver_memset(bs: int, width: int, length: int, device="cuda") -> dict:
 
 
 def simplest_kernel(bs: int, page: int, width: int, length: int, req_to_token, pool, device="cuda") -> dict:
-    """bench.experiments.broadcast_rows writing the same page-table bytes, strided as the table is and
+    """notebook.broadcast_rows writing the same page-table bytes, strided as the table is and
     packed into a table exactly `length` wide: what the read/write mix costs a kernel that does nothing else."""
-    from bench.experiments.broadcast_rows import broadcast_rows, broadcast_rows_tma, fill_rows
+    from notebook.broadcast_rows import broadcast_rows, broadcast_rows_tma, fill_rows
 
     calls = {}
     for layout, w in (("strided", width), ("packed", length)):
