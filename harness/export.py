@@ -119,10 +119,6 @@ def _field(name: str, text: str) -> list[str]:
     return lines
 
 
-def _wrap(paragraph: str) -> str:
-    return "\n".join(textwrap.wrap(paragraph, WIDTH, break_on_hyphens=False))
-
-
 def with_tested(body: str, lines: list[str]) -> str:
     """The header body with the release's `Tested:` field before its Forwarded: field."""
     if not lines:

@@ -9,7 +9,7 @@ base-commit, headers free of anything only this repository's readers can follow.
 
 from __future__ import annotations
 
-import copy
+import json
 import re
 
 import git
@@ -113,8 +113,7 @@ def exported(tmp_path_factory):
                    declines=None if v == "0.5.6" else "the replay call refreshes DeepGEMM's paged-MQA schedule")
             for v in RELEASES}
     matrix_json = out / "matrix.json"
-    matrix_json.write_text(__import__("json").dumps(
-        {"scenarios": [], "releases": list(rows.values())}))
+    matrix_json.write_text(json.dumps({"scenarios": [], "releases": list(rows.values())}))
     return out, ex.export(list(RELEASES), out / "dist", matrix=matrix_json)
 
 
