@@ -83,35 +83,44 @@ def claims(version: str, row: dict | None, reference: str) -> list[str]:
         out.append(f"The patched graph runner records {_join(recorded)} into the CUDA graph.")
     for why in dict.fromkeys(r["declines"] for r in runner.values() if r["declines"]):
         modes = [MODE_NAMES[m] for m, r in runner.items() if r["declines"] == why]
-        out.append(f"Not recorded ({_join(modes)}): {why}; so the replay call keeps launching it.")
+        out.append(f"Not recorded ({_join(modes)}): {why}.")
     lint = row["lint"]
     if not lint["added"]:
         out.append(f"The series adds no {', '.join(LINT_TOOLS[:-1])} or {LINT_TOOLS[-1]} finding.")
-    for finding in lint["upstream"]:
-        out.append(f"Upstream's own finding, left as is: {finding}.")
+    if lint["upstream"]:
+        out.append("Left as is, upstream's own: " + "; ".join(map(short_finding, lint["upstream"])) + ".")
     if version != reference:
         out.append(f"The numbers below were taken on sglang {reference}'s code.")
     return out
 
 
+def short_finding(finding: str) -> str:
+    """'python/sglang/.../x.py: ruff: F541 f-string ...' -> 'x.py F541 f-string ...' (a mail's width)."""
+    path, tool, message = finding.split(": ", 2)
+    return f"{Path(path).name} {message}" if tool == "ruff" else f"{Path(path).name} {tool}: {message}"
+
+
 def tested(patch: str, version: str, row: dict | None, reference: str) -> list[str]:
     """The `Tested:` field of one patch's header on `version`, from its cell of the release's row."""
     cell = next((c for c in (row or {}).get("cells", ()) if c["patch"] == patch), None)
-    if cell is None or row.get("error"):
+    if cell is None or row.get("error") or "fused" not in cell:  # no row, or one older than these fields
         return []
-    text = (f"sglang {version}'s own files with the series up to here, whole buffers against the "
-            f"unpatched replay: {cell['exact']}/{cell['scenarios']} scenarios bit-exact (CPU, Triton "
-            f"interpreter).")
+    text = f"sglang {version}, {cell['exact']}/{cell['scenarios']} scenarios bit-exact, whole buffers (CPU)"
     if cell["failure"]:
-        text += f" FAILED: {cell['failure']}."
-    if cell.get("declines") is not None or "declines" in cell:
-        if cell["records"]:
-            text += " The graph runner records the metadata launch (target verify)."
-        elif cell.get("declines"):
-            text += f" The backend's recorder declines here: {cell['declines']}."
+        text += f"; FAILED: {cell['failure']}"
+    modes = list(row.get("runner") or MODE_NAMES)
+    fused = [MODE_NAMES[m] for m in modes if m in cell["fused"]]
+    unfused = [MODE_NAMES[m] for m in modes if m not in cell["fused"]]
+    text += f". One launch: {_join(fused) if fused else 'no mode'}"
+    if unfused:
+        text += f"; not: {_join(unfused)}"
+    if cell["records"]:
+        text += ". The graph runner records it"
+    elif cell["declines"]:
+        text += f". Not recorded: {cell['declines']}"
     if version != reference:
-        text += f" Numbers above: sglang {reference}'s code."
-    return _field("Tested", text)
+        text += f". Numbers: sglang {reference}'s code"
+    return _field("Tested", text + ".")
 
 
 def _field(name: str, text: str) -> list[str]:

@@ -24,10 +24,14 @@ import sys
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .lint import new_findings
 from .series import REPO_ROOT, STUB_DIR, Series, SeriesError
 from .releases import Derivation, ReleaseError, wheel_file
+
+if TYPE_CHECKING:  # counters imports torch: the CLI sets the interpreter up first
+    from .counters import ReplayCounts
 
 PIN = REPO_ROOT / STUB_DIR / "UPSTREAM_PIN.toml"
 STUB_COLUMN = "stub"  # the column comparing the unpatched real file with the stub's baseline
@@ -75,6 +79,7 @@ class Cell:
     failure: str | None = None  # the first: "scenario replay r: buffer[index]: expected, got", or an error
     records: bool = False  # the release's graph runner records its own backend's metadata (RECORDING)
     declines: str | None = None  # the runner offers the capture, the backend's recorder declines: why
+    fused: list[str] = field(default_factory=list)  # modes whose replay is one Triton launch at this prefix
 
     @property
     def ok(self) -> bool:
@@ -149,8 +154,7 @@ def _declined_because(backend, bs: int, forward_mode) -> str:
     if getattr(metadata, "flashmla_metadata", None) is not None:
         return "flashmla_kv computes its metadata on the host in the replay call"
     if hasattr(metadata, "paged_mqa_schedule_metadata"):
-        return ("on CUDA the replay call refreshes DeepGEMM's paged-MQA schedule from the lengths "
-                "(NSAMetadata.paged_mqa_schedule_metadata)")
+        return "on CUDA its replay call refreshes DeepGEMM's paged-MQA schedule from the lengths"
     return "unknown"
 
 
@@ -193,13 +197,11 @@ def graph_runner_verdict(tree: dict[str, bytes], module, scenario) -> tuple[bool
     return verdict["records"], verdict["problem"]
 
 
-def runner_report(tree: dict[str, bytes], module, scenarios) -> dict[str, dict]:
-    """Per mode (its first scenario), the whole series on the release's real files: the eager
-    replay's counts (fused: no aten kernel on the device, one Triton launch) and what the patched
-    runner does around the real backend (records, or declines and why)."""
+def mode_counts(module, scenarios) -> dict[str, "ReplayCounts"]:
+    """Per mode (its first scenario), the counts of one steady-state replay of the largest bs."""
     from .counters import count_replay
 
-    out: dict[str, dict] = {}
+    out = {}
     for scenario in scenarios:
         if scenario.mode in out:
             continue
@@ -209,9 +211,25 @@ def runner_report(tree: dict[str, bytes], module, scenarios) -> dict[str, dict]:
         runner.prepare(batch)
         with count_replay([runner.seq_lens_cpu]) as counts:
             runner.replay_metadata(runner.capture_bs[-1])
+        out[scenario.mode] = counts
+    return out
+
+
+def is_fused(counts) -> bool:
+    """One Triton launch and no aten kernel on the device: the series' fused replay."""
+    return counts.device_kernels == 0 and counts.triton_launches == 1
+
+
+def runner_report(tree: dict[str, bytes], module, scenarios) -> dict[str, dict]:
+    """Per mode (its first scenario), the whole series on the release's real files: the eager
+    replay's counts (fused: no aten kernel on the device, one Triton launch) and what the patched
+    runner does around the real backend (records, or declines and why)."""
+    out: dict[str, dict] = {}
+    for mode, counts in mode_counts(module, scenarios).items():
+        scenario = next(s for s in scenarios if s.mode == mode)
         verdict = runner_verdict(tree, module, scenario)
-        out[scenario.mode] = {
-            "fused": counts.device_kernels == 0 and counts.triton_launches == 1,
+        out[mode] = {
+            "fused": is_fused(counts),
             "device_kernels": counts.device_kernels,
             "triton_launches": counts.triton_launches,
             "host_ops": counts.host_ops,
@@ -295,6 +313,7 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
     for cell, tree, module in zip(result.cells, trees[1:], modules[1:]):
         if module is not None and not cell.failure:
             try:
+                cell.fused = [mode for mode, counts in mode_counts(module, scenarios).items() if is_fused(counts)]
                 verdict = runner_verdict(tree, module, scenarios[0])
                 cell.records, cell.declines, cell.failure = verdict["records"], verdict["declines"], verdict["problem"]
             except Exception as e:  # the runner's code could not be cut out or run: say so in the cell
