@@ -321,6 +321,8 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
     if result.cells and modules[-1] is not None and not result.cells[-1].failure:
         try:
             result.runner = runner_report(trees[-1], modules[-1], scenarios)
+            problems = [f"{mode}: {m['problem']}" for mode, m in result.runner.items() if m["problem"]]
+            result.cells[-1].failure = "; ".join(problems) or None
         except Exception as e:
             result.cells[-1].failure = f"graph runner: {type(e).__name__}: {e}"
     result.lint = lint_report(trees[0], trees[-1])

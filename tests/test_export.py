@@ -179,3 +179,22 @@ def test_draft_extend_hands_the_deepgemm_schedule_the_live_rows(monkeypatch):
     verdict = compare_lockstep(modules["unpatched"], {"series": modules["series"]}, scenario)["series"]
     assert verdict.exact, verdict.describe()
     assert len(set(given)) > 1, "the scenario never varied the live row count: the check proves nothing"
+
+
+# -- the matrix row the mails are generated from: each release's real backend ----------------------
+
+
+@pytest.mark.parametrize("version, records", [("0.5.6", True), ("0.5.9", False)])
+def test_matrix_row_runs_the_runner_around_the_release_s_real_backend(version, records):
+    from harness.upstream import run_matrix
+
+    one_per_mode = [next(s for s in matrix() if s.mode == mode) for mode in ("target_verify", "decode", "draft_extend")]
+    report = run_matrix([version], one_per_mode)
+    assert report["ok"], report["problems"]
+    (release,) = report["releases"]
+    last = release["cells"][-1]
+    assert last["records"] is records and all(m["records"] is records for m in release["runner"].values())
+    assert all(m["fused"] for m in release["runner"].values()) and set(last["fused"]) == set(release["runner"])
+    if not records:  # 0.5.9's NSAMetadata carries the DeepGEMM schedule its replay call refreshes
+        assert "DeepGEMM" in last["declines"] and "DeepGEMM" in " ".join(ex.claims(version, release, "0.5.6"))
+    assert not release["lint"]["added"] and release["lint"]["upstream"], release["lint"]
