@@ -62,9 +62,10 @@ def claims(version: str, row: dict | None, reference: str) -> list[str]:
 
     A row without the per-mode `runner` and `lint` fields (a matrix older than them) backs no
     claim about fusing, recording or lint: the letter then says to regenerate the matrix."""
+    numbers = [f"The numbers below were taken on sglang {reference}'s code."] if version != reference else []
     if not row or row.get("error") or not row.get("runner") or not row.get("lint"):
         return [f"No executed result for sglang {version} backs a claim here: regenerate "
-                "reports/upstream/matrix.json (python -m harness.upstream --trace --write reports/upstream)."]
+                "reports/upstream/matrix.json (python -m harness.upstream --trace --write reports/upstream)."] + numbers
     out = []
     cells = row["cells"]
     exact = [c for c in cells if c["compiles"] and c["failure"] is None and c["exact"] == c["scenarios"]]
@@ -89,9 +90,7 @@ def claims(version: str, row: dict | None, reference: str) -> list[str]:
         out.append(f"The series adds no {', '.join(LINT_TOOLS[:-1])} or {LINT_TOOLS[-1]} finding.")
     if lint["upstream"]:
         out.append("Left as is, upstream's own: " + "; ".join(map(short_finding, lint["upstream"])) + ".")
-    if version != reference:
-        out.append(f"The numbers below were taken on sglang {reference}'s code.")
-    return out
+    return out + numbers
 
 
 def short_finding(finding: str) -> str:
