@@ -39,7 +39,10 @@ MATRIX = REPO_ROOT / "reports" / "upstream" / "matrix.json"
 WIDTH = 72  # a mail's columns
 HARNESS = "nsa-verify-patches"  # the harness: named once, where "how to reproduce" points
 MODE_NAMES = {"target_verify": "target verify", "draft_extend": "draft extend", "decode": "decode"}
-LINT_TOOLS = ("black", "isort", "ruff")
+# The results table's row for a recorded step (H100, the reference's code): only where the
+# release's own runner records target verify.
+RECORDED_ROW = " recorded into the graph          32-35 us (no-metadata step: 32-38)\n"
+LINT_TOOLS = ("black", "isort", "ruff")  # what harness/lint.py runs, as sglang's pre-commit does
 
 
 # -- what a release's own execution showed (its matrix row) -> what its mails may claim -------------
@@ -50,7 +53,7 @@ def load_matrix(path: Path = MATRIX) -> dict[str, dict]:
     if not path.exists():
         return {}
     report = json.loads(path.read_text())
-    return {r["version"]: dict(r, scenario_names=report["scenarios"]) for r in report["releases"]}
+    return {r["version"]: r for r in report["releases"]}
 
 
 def _join(words: list[str]) -> str:
@@ -123,8 +126,8 @@ def tested(patch: str, version: str, row: dict | None, reference: str) -> list[s
 
 
 def _field(name: str, text: str) -> list[str]:
-    lines = textwrap.wrap(f"{name}: {text}", WIDTH, subsequent_indent=" ", break_on_hyphens=False)
-    return lines
+    """A DEP-3 field folded at a mail's width (continuation lines start with a space)."""
+    return textwrap.wrap(f"{name}: {text}", WIDTH, subsequent_indent=" ", break_on_hyphens=False)
 
 
 def with_tested(body: str, lines: list[str]) -> str:
@@ -206,11 +209,9 @@ def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat:
     shortlog = [f"{AUTHOR.split(' <')[0]} ({total}):"] + [
         f"  {_header_fields(a.message)[0] or a.patch}" for a in shipped]
     body = string.Template(text).substitute(
-        claims="\n".join(f"- {line}" for c in claims(version, row, reference)
-                         for line in [textwrap.fill(c, WIDTH - 2, subsequent_indent="  ",
-                                                    break_on_hyphens=False)]),
-        recorded_row=(" recorded into the graph          32-35 us (no-metadata step: 32-38)\n"
-                      if recorded else ""),
+        claims="\n".join(textwrap.fill(c, WIDTH, initial_indent="- ", subsequent_indent="  ",
+                                        break_on_hyphens=False) for c in claims(version, row, reference)),
+        recorded_row=RECORDED_ROW if recorded else "",
         shortlog="\n".join(shortlog),
         diffstat=diffstat.strip("\n"),
         base_commit=f"v{version}",
