@@ -7,6 +7,10 @@ CUDA-graph metadata methods (__init__, init_cuda_graph_state, capture, replay) o
 scenario matrix, unpatched and with each prefix applied (harness.upstream_exec), compared on whole
 buffers after every replay exactly as the stub's stages are (harness.compare). The unpatched real
 file is also compared against the stub's baseline: does the stub reproduce this release?
+Each prefix's cuda_graph_runner.py runs around the same prefix's real backend (records, declines
+and why); per mode, the whole series' replay is counted (fused or not); and harness/lint.py splits
+the patched files' findings into upstream's own and the series' (none). harness.export writes each
+release's cover letter and header claims from exactly these fields of matrix.json.
 
     python -m harness.upstream [--version V ...] [--scenarios N] [--json] [--trace] [--write DIR]
 
