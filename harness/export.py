@@ -3,8 +3,16 @@
 Each folder holds the release's derived series (harness.releases) with paths relative to sglang's
 repository root, as `git format-patch` mails that `git am` applies ([PATCH n/N] subjects, From the
 project, the DEP-3 fields kept in each message body), a `series` file in quilt order, and
-0000-cover-letter.patch ([PATCH 0/N]) from patches/0000-cover-letter.patch. dist/ is generated:
-everything is built in a scratch folder first and renamed into place, so an error writes nothing.
+0000-cover-letter.patch ([PATCH 0/N]). dist/ is generated: everything is built in a scratch folder
+first and renamed into place, so an error writes nothing.
+
+What a release's mails claim about that release comes from its own row of
+reports/upstream/matrix.json (`python -m harness.upstream --trace --write reports/upstream`): the
+cover letter (patches/0000-cover-letter.patch is its template) and a `Tested:` field added to each
+patch header say which modes are fused, which are recorded into the CUDA graph and why the others
+are not, how many scenarios stayed bit-exact, and which lint findings are upstream's own. A release
+without a row, or with a row older than these fields, gets no such claim, only the advice to
+regenerate the matrix.
 
     python -m harness.export [--version V ...] [--out dist]
 """
@@ -13,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import email.utils
+import json
 import os
 import re
+import string
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 from .releases import GIT_ENV, Applied, Derivation
@@ -24,6 +35,108 @@ from .series import PATCH_DIR, REPO_ROOT, Series, SeriesError
 
 AUTHOR = f"{GIT_ENV['GIT_AUTHOR_NAME']} <{GIT_ENV['GIT_AUTHOR_EMAIL']}>"
 COVER = "0000-cover-letter.patch"
+MATRIX = REPO_ROOT / "reports" / "upstream" / "matrix.json"
+WIDTH = 72  # a mail's columns
+HARNESS = "nsa-verify-patches"  # the harness: named once, where "how to reproduce" points
+MODE_NAMES = {"target_verify": "target verify", "draft_extend": "draft extend", "decode": "decode"}
+# The results table's row for a recorded step (H100, the reference's code): only where the
+# release's own runner records target verify.
+RECORDED_ROW = " recorded into the graph          32-35 us (no-metadata step: 32-38)\n"
+LINT_TOOLS = ("black", "isort", "ruff")  # what harness/lint.py runs, as sglang's pre-commit does
+
+
+# -- what a release's own execution showed (its matrix row) -> what its mails may claim -------------
+
+
+def load_matrix(path: Path = MATRIX) -> dict[str, dict]:
+    """version -> that release's row of matrix.json ({} without the file)."""
+    if not path.exists():
+        return {}
+    report = json.loads(path.read_text())
+    return {r["version"]: r for r in report["releases"]}
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def claims(version: str, row: dict | None, reference: str) -> list[str]:
+    """The sentences the release's cover letter states about the release, each backed by `row`.
+
+    A row without the per-mode `runner` and `lint` fields (a matrix older than them) backs no
+    claim about fusing, recording or lint: the letter then says to regenerate the matrix."""
+    numbers = [f"The numbers below were taken on sglang {reference}'s code."] if version != reference else []
+    if not row or row.get("error") or not row.get("runner") or not row.get("lint"):
+        return [f"No executed result for sglang {version} backs a claim here: regenerate "
+                "reports/upstream/matrix.json (python -m harness.upstream --trace --write reports/upstream)."] + numbers
+    out = []
+    cells = row["cells"]
+    exact = [c for c in cells if c["compiles"] and c["failure"] is None and c["exact"] == c["scenarios"]]
+    if cells and len(exact) == len(cells):
+        out.append(f"Every patch applied to sglang {version}'s own files keeps every buffer bit-exact "
+                   f"against its unpatched replay in {cells[0]['scenarios']}/{cells[0]['scenarios']} scenarios.")
+    runner = row["runner"]
+    fused = [MODE_NAMES[m] for m, r in runner.items() if r["fused"]]
+    unfused = [MODE_NAMES[m] for m, r in runner.items() if not r["fused"]]
+    if fused:
+        out.append(f"Fused into one Triton launch: {_join(fused)}.")
+    if unfused:
+        out.append(f"Left as sglang {version} replays it: {_join(unfused)}.")
+    recorded = [MODE_NAMES[m] for m, r in runner.items() if r["records"]]
+    if recorded:
+        out.append(f"The patched graph runner records {_join(recorded)} into the CUDA graph.")
+    for why in dict.fromkeys(r["declines"] for r in runner.values() if r["declines"]):
+        modes = [MODE_NAMES[m] for m, r in runner.items() if r["declines"] == why]
+        out.append(f"Not recorded ({_join(modes)}): {why}.")
+    lint = row["lint"]
+    if not lint["added"]:
+        out.append(f"The series adds no {', '.join(LINT_TOOLS[:-1])} or {LINT_TOOLS[-1]} finding.")
+    if lint["upstream"]:
+        out.append("Left as is, upstream's own: " + "; ".join(map(short_finding, lint["upstream"])) + ".")
+    return out + numbers
+
+
+def short_finding(finding: str) -> str:
+    """'python/sglang/.../x.py: ruff: F541 f-string ...' -> 'x.py F541 f-string ...' (a mail's width)."""
+    path, tool, message = finding.split(": ", 2)
+    return f"{Path(path).name} {message}" if tool == "ruff" else f"{Path(path).name} {tool}: {message}"
+
+
+def tested(patch: str, version: str, row: dict | None, reference: str) -> list[str]:
+    """The `Tested:` field of one patch's header on `version`, from its cell of the release's row."""
+    cell = next((c for c in (row or {}).get("cells", ()) if c["patch"] == patch), None)
+    if cell is None or row.get("error") or "fused" not in cell:  # no row, or one older than these fields
+        return []
+    text = f"sglang {version}, {cell['exact']}/{cell['scenarios']} scenarios bit-exact, whole buffers (CPU)"
+    if cell["failure"]:
+        text += f"; FAILED: {cell['failure']}"
+    modes = list(row.get("runner") or MODE_NAMES)
+    fused = [MODE_NAMES[m] for m in modes if m in cell["fused"]]
+    unfused = [MODE_NAMES[m] for m in modes if m not in cell["fused"]]
+    text += f". One launch: {_join(fused) if fused else 'no mode'}"
+    if unfused:
+        text += f"; not: {_join(unfused)}"
+    if cell["records"]:
+        text += ". The graph runner records it"
+    elif cell["declines"]:
+        text += f". Not recorded: {cell['declines']}"
+    if version != reference:
+        text += f". Numbers: sglang {reference}'s code"
+    return _field("Tested", text + ".")
+
+
+def _field(name: str, text: str) -> list[str]:
+    """A DEP-3 field folded at a mail's width (continuation lines start with a space)."""
+    return textwrap.wrap(f"{name}: {text}", WIDTH, subsequent_indent=" ", break_on_hyphens=False)
+
+
+def with_tested(body: str, lines: list[str]) -> str:
+    """The header body with the release's `Tested:` field before its Forwarded: field."""
+    if not lines:
+        return body
+    out = body.splitlines()
+    at = next((i for i, line in enumerate(out) if line.startswith("Forwarded:")), len(out))
+    return "\n".join(out[:at] + lines + out[at:])
 
 
 def _header_fields(header: str) -> tuple[str, str, str]:
@@ -46,8 +159,9 @@ def _git_date(date: str) -> str:
     return email.utils.parsedate_to_datetime(date).isoformat()
 
 
-def export_release(derivation: Derivation, version: str, folder: Path) -> list[str]:
+def export_release(derivation: Derivation, version: str, folder: Path, row: dict | None = None) -> list[str]:
     """Write the release's mails into `folder`; returns the series (file names in order)."""
+    reference = derivation.table.reference
     applied = [a for a in derivation.derive(version) if a.patch != COVER]
     repo = derivation.repo
     parent = derivation.base_commit(version)
@@ -57,6 +171,7 @@ def export_release(derivation: Derivation, version: str, folder: Path) -> list[s
         if commit.tree == repo.commit(commit.parents[0]).tree:
             continue  # a header with no diff yet: nothing to mail
         subject, date, body = _header_fields(a.message)
+        body = with_tested(body, tested(a.patch, version, row, reference))
         message = Path(repo.git_dir) / "export-message"
         message.write_text(f"{subject or a.patch}\n\n{body}\n")
         env = dict(GIT_AUTHOR_DATE=_git_date(date), GIT_COMMITTER_DATE=_git_date(date))
@@ -73,31 +188,46 @@ def export_release(derivation: Derivation, version: str, folder: Path) -> list[s
         for path, a in zip(written, shipped):
             os.replace(path, folder / a.patch)
             names.append(a.patch)
-    (folder / COVER).write_text(cover_letter(derivation.series, version, len(names), shipped))
+    stat = repo.git.diff("--stat=72", f"{derivation.base_commit(version)}..{tip}") if shipped else ""
+    (folder / COVER).write_text(cover_letter(derivation.series, version, shipped, stat, row, reference))
     (folder / "series").write_text("".join(f"{n}\n" for n in names))
     return names
 
 
-def cover_letter(series: Series, version: str, total: int, shipped: list[Applied]) -> str:
-    """[PATCH 0/N]: the canonical cover letter's text, or a minimal one naming the patches."""
-    canonical = series.root / PATCH_DIR / COVER
-    if canonical.exists():
-        head, _, text = canonical.read_text().partition("\n\n")
-        subject, date, _ = _header_fields(head)
-        body = text.strip("\n")
-    else:
-        subject, date = "nsa: target-verify CUDA-graph metadata without host overhead", ""
-        body = "\n".join(f"  {i}/{total} {_header_fields(a.message)[0] or a.patch}" for i, a in enumerate(shipped, 1))
-    date = date or email.utils.format_datetime(email.utils.parsedate_to_datetime("Thu, 01 Jan 2026 00:00:00 +0000"))
+def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat: str,
+                 row: dict | None, reference: str) -> str:
+    """[PATCH 0/N]: patches/0000-cover-letter.patch filled in with this release's own facts.
+
+    The template's $claims, $recorded_row, $shortlog, $diffstat and $base_commit are generated:
+    claims() from the release's matrix row, the rest from the mails themselves."""
+    total = len(shipped)
+    head, _, text = (series.root / PATCH_DIR / COVER).read_text().partition("\n\n")
+    subject, date, _ = _header_fields(head)
+    date = date or "Thu, 01 Jan 2026 00:00:00 +0000"
+    runner = (row or {}).get("runner") or {}
+    recorded = runner.get("target_verify", {}).get("records", False)
+    shortlog = [f"{AUTHOR.split(' <')[0]} ({total}):"] + [
+        f"  {_header_fields(a.message)[0] or a.patch}" for a in shipped]
+    body = string.Template(text).substitute(
+        claims="\n".join(textwrap.fill(c, WIDTH, initial_indent="- ", subsequent_indent="  ",
+                                        break_on_hyphens=False) for c in claims(version, row, reference)),
+        recorded_row=RECORDED_ROW if recorded else "",
+        shortlog="\n".join(shortlog),
+        diffstat=diffstat.strip("\n"),
+        base_commit=f"v{version}",
+        version=version,
+        reference=reference,
+        harness=HARNESS,
+    ).strip("\n")
     return (  # the mbox separator line format-patch writes, so mail tools split it alike
         "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
-        f"From: {AUTHOR}\nDate: {date}\nSubject: [PATCH 0/{total}] {subject}\n\n"
-        f"{body}\n\nDerived for sglang {version} by nsa-verify-patches (python -m harness.export).\n"
+        f"From: {AUTHOR}\nDate: {date}\nSubject: [PATCH 0/{total}] {subject}\n\n{body}\n"
     )
 
 
-def export(versions=None, out: Path = REPO_ROOT / "dist") -> dict[str, list[str]]:
+def export(versions=None, out: Path = REPO_ROOT / "dist", matrix: Path = MATRIX) -> dict[str, list[str]]:
     """Every release's folder under `out`, all built before any is moved into place."""
+    rows = load_matrix(matrix)
     out.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as staging, Derivation() as derivation:
@@ -105,7 +235,7 @@ def export(versions=None, out: Path = REPO_ROOT / "dist") -> dict[str, list[str]
             derivation.table.release(version)
             folder = Path(staging) / f"sglang-{version}"
             folder.mkdir()
-            done[version] = export_release(derivation, version, folder)
+            done[version] = export_release(derivation, version, folder, rows.get(version))
         for version in done:
             target = out / f"sglang-{version}"
             old = Path(staging) / f"old-{version}"

@@ -7,6 +7,10 @@ CUDA-graph metadata methods (__init__, init_cuda_graph_state, capture, replay) o
 scenario matrix, unpatched and with each prefix applied (harness.upstream_exec), compared on whole
 buffers after every replay exactly as the stub's stages are (harness.compare). The unpatched real
 file is also compared against the stub's baseline: does the stub reproduce this release?
+Each prefix's cuda_graph_runner.py runs around the same prefix's real backend (records, declines
+and why); per mode, the whole series' replay is counted (fused or not); and harness/lint.py splits
+the patched files' findings into upstream's own and the series' (none). harness.export writes each
+release's cover letter and header claims from exactly these fields of matrix.json.
 
     python -m harness.upstream [--version V ...] [--scenarios N] [--json] [--trace] [--write DIR]
 
@@ -24,10 +28,14 @@ import sys
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .lint import new_findings
 from .series import REPO_ROOT, STUB_DIR, Series, SeriesError
 from .releases import Derivation, ReleaseError, wheel_file
+
+if TYPE_CHECKING:  # counters imports torch: the CLI sets the interpreter up first
+    from .counters import ReplayCounts
 
 PIN = REPO_ROOT / STUB_DIR / "UPSTREAM_PIN.toml"
 STUB_COLUMN = "stub"  # the column comparing the unpatched real file with the stub's baseline
@@ -73,7 +81,9 @@ class Cell:
     exact: int = 0  # scenarios bit-exact against the release's unpatched real file
     scenarios: int = 0
     failure: str | None = None  # the first: "scenario replay r: buffer[index]: expected, got", or an error
-    records: bool = False  # the release's graph runner records the backend's metadata (RECORDING)
+    records: bool = False  # the release's graph runner records its own backend's metadata (RECORDING)
+    declines: str | None = None  # the runner offers the capture, the backend's recorder declines: why
+    fused: list[str] = field(default_factory=list)  # modes whose replay is one Triton launch at this prefix
 
     @property
     def ok(self) -> bool:
@@ -88,6 +98,8 @@ class Cell:
             parts.append(f"lint: {len(self.lint)} new" if self.lint else "lint clean")
         if self.records:
             parts.append("records")
+        elif self.declines:
+            parts.append("declines to record")
         return " / ".join(parts + [f"{self.exact}/{self.scenarios}"])
 
 
@@ -100,6 +112,11 @@ class ReleaseResult:
     stub: Cell = field(default_factory=lambda: Cell(STUB_COLUMN))
     error: str | None = None  # derivation or loading failed: nothing ran
     code_path: dict[str, list[str]] = field(default_factory=dict)  # mode -> functions run (--trace)
+    # Per mode, what the whole series does on this release's real files (runner_report): what the
+    # cover letter and the headers of its export may claim, and nothing else.
+    runner: dict[str, dict] = field(default_factory=dict)
+    # harness/lint.py on the files the series touches, unpatched and patched (lint_report).
+    lint: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -129,30 +146,125 @@ RECORDING = [
 ]
 
 
-def graph_runner_verdict(tree: dict[str, bytes], module, scenario) -> tuple[bool, str | None]:
-    """(records, problem) for the release's cuda_graph_runner.py in `tree`, run around the backend
-    of `module`: upstream-check passes the final stage's stub backend (the runner file is what is
-    judged); tests/test_graph_runner_upstream.py also runs it around the tree's real backend."""
+def _declined_because(backend, bs: int, forward_mode) -> str:
+    """Why the backend's recorder left a captured bs to the replay call, read off what it captured.
+
+    The recorder's own conditions (patch 0005's record_forward_metadata_cuda_graph), in its order:
+    a mode without a fused launch, flashmla_kv's host-computed metadata, a DeepGEMM schedule."""
+    launches = getattr(backend, "_fused_launches", None)
+    if launches is not None and launches(forward_mode).get(bs) is None:
+        return "this release's replay of the mode is not fused"
+    metadata = backend.decode_cuda_graph_metadata[bs]
+    if getattr(metadata, "flashmla_metadata", None) is not None:
+        return "flashmla_kv computes its metadata on the host in the replay call"
+    if hasattr(metadata, "paged_mqa_schedule_metadata"):
+        return "on CUDA its replay call refreshes DeepGEMM's paged-MQA schedule from the lengths"
+    return "unknown"
+
+
+def runner_verdict(tree: dict[str, bytes], module, scenario) -> dict:
+    """The release's patched cuda_graph_runner.py in `tree` run around `module`, the same tree's
+    real backend: {"records", "declines" (why, or None), "problem", "events"}.
+
+    records: RECORDING exactly. declines: the runner calls the recorder in all three runs, the
+    recorder records nothing, and replay_prepare then makes the replay call as before (the backend
+    keeps launching eagerly). Anything else where the recorder ran is a problem."""
     from .cuda_graph import recorder
     from .releases import REPO_PREFIX, UPSTREAM_FILES
     from .upstream_exec import run_graph_runner
 
     path = REPO_PREFIX + UPSTREAM_FILES[f"{STUB_DIR}/cuda_graph_runner.py"]
     runner = scenario.runner(module)
+    runner.prepare(next(iter(scenario.batches())))  # static inputs a replay call accepts (a declined recorder's)
     backend = runner.backend
+    bs = runner.capture_bs[-1]
 
     def record(bs, forward_mode, capturing):
         recorder(backend, capturing)(bs, forward_mode)
 
-    events = run_graph_runner(tree[path].decode(), path, runner, runner.capture_bs[-1], record)
-    if events == RECORDING:
-        return True, None
-    if any("record" in e for e in events):
-        return False, f"graph runner: records, but runs {', '.join(events)}"
-    return False, None
+    events = run_graph_runner(tree[path].decode(), path, runner, bs, record)
+    out = {"records": events == RECORDING, "declines": None, "problem": None, "events": events}
+    offered = [e for e in events if e.endswith("record")]
+    if out["records"] or not offered:
+        return out
+    recorded = getattr(backend, "recorded_forward_metadata_cuda_graph", set())
+    if len(offered) == 3 and "replay call" in events and (bs, runner.forward_mode) not in recorded:
+        out["declines"] = _declined_because(backend, bs, runner.forward_mode)
+    else:
+        out["problem"] = f"graph runner: records, but runs {', '.join(events)}"
+    return out
 
 
-def run_release(derivation: Derivation, version: str, scenarios, stub, final_stage, trace: bool = False) -> ReleaseResult:
+def graph_runner_verdict(tree: dict[str, bytes], module, scenario) -> tuple[bool, str | None]:
+    """(records, problem): runner_verdict in short; a declining recorder is no problem."""
+    verdict = runner_verdict(tree, module, scenario)
+    return verdict["records"], verdict["problem"]
+
+
+def mode_counts(module, scenarios) -> dict[str, "ReplayCounts"]:
+    """Per mode (its first scenario, captured at its smallest bs only: what a replay launches does
+    not depend on bs, and one capture is cheap), the counts of one steady-state replay."""
+    from dataclasses import replace
+
+    from .counters import count_replay
+
+    out = {}
+    for scenario in scenarios:
+        if scenario.mode in out:
+            continue
+        scenario = replace(scenario, capture_bs=scenario.capture_bs[:1])
+        runner = scenario.runner(module)
+        batch = next(iter(scenario.batches()))
+        runner.replay(batch)  # warm-up: JIT and caches stay out of the count
+        runner.prepare(batch)
+        with count_replay([runner.seq_lens_cpu]) as counts:
+            runner.replay_metadata(runner.capture_bs[-1])
+        out[scenario.mode] = counts
+    return out
+
+
+def is_fused(counts) -> bool:
+    """One Triton launch and no aten kernel on the device: the series' fused replay."""
+    return counts.device_kernels == 0 and counts.triton_launches == 1
+
+
+def runner_report(tree: dict[str, bytes], module, scenarios) -> dict[str, dict]:
+    """Per mode (its first scenario), the whole series on the release's real files: the eager
+    replay's counts (fused: no aten kernel on the device, one Triton launch) and what the patched
+    runner does around the real backend (records, or declines and why)."""
+    out: dict[str, dict] = {}
+    for mode, counts in mode_counts(module, scenarios).items():
+        scenario = next(s for s in scenarios if s.mode == mode)
+        verdict = runner_verdict(tree, module, scenario)
+        out[mode] = {
+            "fused": is_fused(counts),
+            "device_kernels": counts.device_kernels,
+            "triton_launches": counts.triton_launches,
+            "host_ops": counts.host_ops,
+            "records": verdict["records"],
+            "declines": verdict["declines"],
+            "problem": verdict["problem"],
+        }
+    return out
+
+
+def lint_report(before: dict[str, bytes], after: dict[str, bytes]) -> dict[str, list[str]]:
+    """harness/lint.py on the files the series touches: every finding of the patched files, those
+    the unpatched files already have (upstream's own), and those the series adds (none is the rule)."""
+    from .lint import findings
+
+    touched = {p: data for p, data in after.items() if before.get(p) != data}
+    patched = findings(touched)
+    upstream = findings({p: before[p] for p in touched if p in before})
+    return {
+        "files": sorted(p for p in touched if p.endswith(".py")),
+        "patched": sorted(map(str, patched)),
+        "upstream": sorted(map(str, patched & upstream)),
+        "added": sorted(map(str, patched - upstream)),
+    }
+
+
+def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bool = False) -> ReleaseResult:
     """Derive, compile, load and replay one release; every scenario on every prefix in lockstep."""
     from .upstream_exec import StandinError, load_release
     from .verify import compare_lockstep
@@ -204,13 +316,24 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, final_sta
                     cell.exact += 1
                 else:
                     cell.failure = f"{scenario.name} {verdict.describe()}"
-    # After the scenarios: a runner that cannot record does not hide the cell's bit-exactness.
+    # After the scenarios: a runner that cannot record does not hide the cell's bit-exactness. Each
+    # prefix's runner file runs around the same prefix's REAL backend, as sglang would run them.
     for cell, tree, module in zip(result.cells, trees[1:], modules[1:]):
         if module is not None and not cell.failure:
             try:
-                cell.records, cell.failure = graph_runner_verdict(tree, final_stage, scenarios[0])
+                cell.fused = [mode for mode, counts in mode_counts(module, scenarios).items() if is_fused(counts)]
+                verdict = runner_verdict(tree, module, scenarios[0])
+                cell.records, cell.declines, cell.failure = verdict["records"], verdict["declines"], verdict["problem"]
             except Exception as e:  # the runner's code could not be cut out or run: say so in the cell
                 cell.failure = f"graph runner: {type(e).__name__}: {e}"
+    if result.cells and modules[-1] is not None and not result.cells[-1].failure:
+        try:
+            result.runner = runner_report(trees[-1], modules[-1], scenarios)
+            problems = [f"{mode}: {m['problem']}" for mode, m in result.runner.items() if m["problem"]]
+            result.cells[-1].failure = "; ".join(problems) or None
+        except Exception as e:
+            result.cells[-1].failure = f"graph runner: {type(e).__name__}: {e}"
+    result.lint = lint_report(trees[0], trees[-1])
     if trace:
         result.code_path = trace_code_path(reference, scenarios)
     return result
@@ -252,13 +375,12 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
     lines, problems = pinned_regions(series)
     scenarios = matrix() if scenarios is None else scenarios
     stub = stages.load("baseline", series)
-    final_stage = stages.load(stages.final(), series)
     results = []
     with Derivation(series) as derivation:
         for version in versions or ():
             derivation.table.release(version)  # an unknown or replaced version stops here, with why
         for version in versions or derivation.table.versions:
-            result = run_release(derivation, version, scenarios, stub, final_stage, trace)
+            result = run_release(derivation, version, scenarios, stub, trace)
             results.append(result)
             if progress:
                 progress(result)
@@ -331,9 +453,10 @@ def write_report(report: dict, folder: Path) -> None:
         "--profile black, ruff pyflakes; harness/lint.py) to what the release's own file has, and the scenarios whose whole buffers stayed bit-exact against the release's",
         f"unpatched real file after capture and every replay ({len(report['scenarios'])} scenarios:",
         "harness.scenarios.matrix()). records: the release's real cuda_graph_runner.py, its capture and replay",
-        "code run against stand-ins around the final stage's stub backend, calls the backend's recorder before",
+        "code run against stand-ins around the same tree's REAL nsa_backend.py, calls the backend's recorder before",
         "forward in the two warm-up runs and the captured run, and replay_prepare then skips the backend's replay",
-        "call and launches nothing (harness.upstream.RECORDING).",
+        "call and launches nothing (harness.upstream.RECORDING). declines to record: the runner calls the recorder,",
+        "the backend records nothing and replay_prepare makes its replay call as before (why: below).",
         "Last column: the stub's baseline against the unpatched real file.",
         "",
         *table(report),
@@ -358,6 +481,18 @@ def write_report(report: dict, folder: Path) -> None:
     for path in sorted(RESOLUTIONS.glob("*.toml")):
         for r in tomllib.loads(path.read_text())["resolution"]:
             md.append(f"- `{path.name[:-5]}` on {', '.join(r['releases'])} ({r['function']}): {' '.join(r['why'].split())}")
+    md += ["", "## The whole series per mode (what each release's cover letter may claim)", "",
+           "| release | mode | fused (aten kernels / Triton launches per replay) | in the graph |", "| --- | --- | --- | --- |"]
+    for r in report["releases"]:
+        for mode, m in r.get("runner", {}).items():
+            graph = "records" if m["records"] else f"declines: {m['declines']}" if m["declines"] else m["problem"] or "-"
+            md.append(f"| {r['version']} | {mode} | {'yes' if m['fused'] else 'no'} ({m['device_kernels']} / {m['triton_launches']}) | {graph} |")
+    md += ["", "## Lint on the patched files (harness/lint.py)", ""]
+    for r in report["releases"]:
+        lint = r.get("lint") or {}
+        if lint:
+            own = "; ".join(lint["upstream"]) or "none"
+            md.append(f"- {r['version']}: added by the series: {'; '.join(lint['added']) or 'none'}; upstream's own: {own}")
     traced = [r for r in report["releases"] if r["code_path"]]
     if traced:
         md += ["", "## What runs (unpatched real file, one scenario per mode)", ""]

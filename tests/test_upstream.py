@@ -170,7 +170,7 @@ def test_export_git_am_and_quilt_push(exported, version, tmp_path):
         mail = (folder / name).read_text()
         assert mail.splitlines()[1] == "From: nsa-verify-patches <nsa-verify-patches@users.noreply.github.com>"
         assert f"Subject: [PATCH {i}/{len(names)}] " in mail and "\nDate: " in mail
-        assert "\nOrigin: vendor\n" in mail and "\nForwarded: " in mail, "DEP-3 fields left the message"
+        assert "\nAuthor: " in mail and "\nForwarded: " in mail, "DEP-3 fields left the message"
 
     am = tmp_path / "am"
     release_tree(am, version)

@@ -1,0 +1,201 @@
+"""What a release's exported mails claim is what that release's own execution showed.
+
+The cover letter's claim sentences come from the release's matrix row (harness.export.claims); these
+tests read them back independently and check each against the row, feed rows that say otherwise
+(a recorder that declines, a lint finding the series adds) and check the letter changes with them,
+and check the mails' form: `git am` onto the release's own files, 72 columns, shortlog, diffstat,
+base-commit, headers free of anything only this repository's readers can follow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import git
+import pytest
+import torch
+
+from harness import export as ex
+from harness.releases import GIT_ENV, Derivation, release_files
+from harness.scenarios import matrix
+from harness.series import Series
+
+RELEASES = ("0.5.6", "0.5.9")
+
+
+def row(version="0.5.9", *, records=True, declines=None, fused=True, added=(), upstream=()) -> dict:
+    """A matrix row as harness.upstream writes it, with the facts a test wants."""
+    mode = {"fused": fused, "device_kernels": 0, "triton_launches": 1, "host_ops": 2,
+            "records": records, "declines": declines, "problem": None}
+    return {
+        "version": version, "error": None, "code_path": {},
+        "cells": [{"patch": p, "how": "clean", "compiles": True, "lint": [], "exact": 35, "scenarios": 35,
+                   "failure": None, "records": records and p.startswith("0008"), "declines": None,
+                   "fused": ["target_verify", "decode", "draft_extend"] if fused else []}
+                  for p in Series().patch_files],
+        "runner": {m: dict(mode) for m in ("target_verify", "decode", "draft_extend")},
+        "lint": {"files": [], "patched": sorted({*added, *upstream}), "upstream": list(upstream), "added": list(added)},
+    }
+
+
+def backed(sentence: str, r: dict) -> bool:
+    """Whether the row backs one claim sentence: read back from the sentence, not from claims()."""
+    modes = {name: mode for mode, name in ex.MODE_NAMES.items()}
+    named = [modes[n] for n in modes if n in sentence]
+    if m := re.search(r"in (\d+)/(\d+) scenarios", sentence):
+        return all(c["exact"] == c["scenarios"] == int(m[1]) and c["failure"] is None for c in r["cells"])
+    if sentence.startswith("Fused into one Triton launch"):
+        return bool(named) and all(r["runner"][m]["fused"] for m in named)
+    if sentence.startswith("Left as sglang"):
+        return bool(named) and not any(r["runner"][m]["fused"] for m in named)
+    if "records" in sentence:
+        return bool(named) and all(r["runner"][m]["records"] for m in named)
+    if sentence.startswith("Not recorded"):
+        return bool(named) and all(not r["runner"][m]["records"] and r["runner"][m]["declines"] in sentence
+                                   for m in named)
+    if "adds no" in sentence:
+        return not r["lint"]["added"]
+    if sentence.startswith("Left as is, upstream's own:"):
+        return bool(r["lint"]["upstream"]) and all(
+            f.split(": ")[0].rsplit("/", 1)[-1] in sentence and f.rsplit(": ", 1)[-1] in sentence
+            for f in r["lint"]["upstream"])
+    if sentence.startswith("The numbers below were taken on sglang"):
+        return r["version"] not in sentence
+    return False  # a claim this test cannot read back is a claim nobody checked
+
+
+@pytest.mark.parametrize("facts", [
+    {}, {"records": False, "declines": "the replay call refreshes a schedule"},
+    {"fused": False, "records": False, "declines": "not fused"},
+    {"added": ["x.py: ruff: F401 unused"]}, {"upstream": ["a/y.py: ruff: F541 f-string", "b/z.py: isort: unsorted"]},
+])
+def test_every_claim_is_backed_by_the_row(facts):
+    r = row(**facts)
+    sentences = ex.claims("0.5.9", r, "0.5.6")
+    assert sentences
+    for sentence in sentences:
+        assert backed(sentence, r), sentence
+
+
+def test_a_declining_recorder_is_never_claimed_as_recording():
+    r = row(records=False, declines="the replay call refreshes DeepGEMM's paged-MQA schedule")
+    text = " ".join(ex.claims("0.5.9", r, "0.5.6"))
+    assert "records" not in text and "Not recorded (target verify, decode and draft extend)" in text
+    assert "records target verify, decode and draft extend" in " ".join(ex.claims("0.5.9", row(), "0.5.6"))
+
+
+def test_lint_claim_follows_the_row():
+    assert any("adds no" in s for s in ex.claims("0.5.9", row(), "0.5.6"))
+    assert not any("adds no" in s for s in ex.claims("0.5.9", row(added=["a.py: black: would reformat"]), "0.5.6"))
+
+
+def test_a_row_without_the_fields_backs_no_claim():
+    old = row()
+    del old["runner"]
+    (only,) = ex.claims("0.5.6", old, "0.5.6")
+    assert only.startswith("No executed result") and "harness.upstream --trace --write" in only
+    stale, numbers = ex.claims("0.5.9", None, "0.5.6")
+    assert stale.startswith("No executed result") and numbers == "The numbers below were taken on sglang 0.5.6's code."
+
+
+def test_the_backer_can_fail():
+    r = row(records=False, declines="why")
+    assert not backed("The patched graph runner records target verify into the CUDA graph.", r)
+    assert not backed("The series adds no black, isort or ruff finding.", row(added=["a"]))
+
+
+# -- the mails themselves, for the reference and the newest release -------------------------------
+
+FORBIDDEN = re.compile(r"session|NOTES\.md|tests/|bench/|issue \d|0\.5\.2\d|reports/")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    rows = {v: row(v, records=v == "0.5.6",
+                   declines=None if v == "0.5.6" else "the replay call refreshes DeepGEMM's paged-MQA schedule")
+            for v in RELEASES}
+    matrix_json = out / "matrix.json"
+    matrix_json.write_text(json.dumps({"scenarios": [], "releases": list(rows.values())}))
+    return out, ex.export(list(RELEASES), out / "dist", matrix=matrix_json)
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_export_form_and_git_am_onto_the_release(exported, version, tmp_path):
+    out, names = exported
+    folder = out / "dist" / f"sglang-{version}"
+    cover = (folder / ex.COVER).read_text()
+    body = cover.split("\n\n", 1)[1]
+    assert len(body.splitlines()) <= 55, len(body.splitlines())
+    assert max(map(len, body.splitlines())) <= ex.WIDTH, max(body.splitlines(), key=len)
+    assert f"base-commit: v{version}\n" in cover and "files changed" in cover
+    assert f"nsa-verify-patches ({len(names[version])}):" in cover
+    assert ("records target verify" in cover) == (version == "0.5.6")
+    assert ("recorded into the graph" in cover) == (version == "0.5.6")
+    assert not FORBIDDEN.search(cover), FORBIDDEN.search(cover)
+    for name in names[version]:
+        mail = (folder / name).read_text()
+        header = mail.split("\n---\n", 1)[0]
+        assert not FORBIDDEN.search(header), (name, FORBIDDEN.search(header))
+        assert "\nAuthor: " in header and "\nForwarded: no" in header and "\nTested: " in header
+    repo = git.Repo.init(tmp_path)
+    repo.git.update_environment(**GIT_ENV)
+    for rel, data in release_files(version).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    repo.git.add("-A")
+    repo.git.commit("-q", "-m", f"sglang {version}")
+    repo.git.am(*[str(folder / n) for n in names[version]])
+    assert len(list(repo.iter_commits())) == 1 + len(names[version])
+
+
+# -- 0006 on releases that refresh DeepGEMM's schedule: it gets the live rows, as before -----------
+
+
+def test_draft_extend_hands_the_deepgemm_schedule_the_live_rows(monkeypatch):
+    """On CUDA 0.5.9's replay call refreshes DeepGEMM's paged-MQA schedule from the lengths. Run it
+    with the refresh on (is_cuda) and a schedule that encodes what it was given (row count and
+    sum): the patched replay's schedule buffer must equal the unpatched one's, whole."""
+    from harness import stages
+    from harness.upstream_exec import ENVIRONMENT, load_release
+    from harness.verify import compare_lockstep
+
+    given = []
+
+    def schedule(lens, block_kv, num_sms):
+        given.append(lens.shape[0])
+        return torch.tensor([[lens.shape[0], int(lens.sum())]] * (num_sms + 1), dtype=torch.int32)
+
+    monkeypatch.setitem(ENVIRONMENT, ("sglang.srt.utils", "is_cuda"), lambda: True)
+    monkeypatch.setitem(ENVIRONMENT, ("deep_gemm", "get_paged_mqa_logits_metadata"), schedule)
+    monkeypatch.setitem(ENVIRONMENT, ("deep_gemm", "get_num_sms"), lambda: 4)
+    stub = stages.load(stages.BASELINE)
+    with Derivation(Series()) as derivation:
+        release = derivation.table.release("0.5.9")
+        commits = {"unpatched": derivation.base_commit("0.5.9"), "series": derivation.derive("0.5.9")[-1].commit}
+        modules = {label: load_release("0.5.9", derivation.files(c), stub, release.model_runner, f"deepgemm-{label}")
+                   for label, c in commits.items()}
+    scenario = next(s for s in matrix() if s.mode == "draft_extend" and s.accept == "random")
+    verdict = compare_lockstep(modules["unpatched"], {"series": modules["series"]}, scenario)["series"]
+    assert verdict.exact, verdict.describe()
+    assert len(set(given)) > 1, "the scenario never varied the live row count: the check proves nothing"
+
+
+# -- the matrix row the mails are generated from: each release's real backend ----------------------
+
+
+@pytest.mark.parametrize("version, records", [("0.5.6", True), ("0.5.9", False)])
+def test_matrix_row_runs_the_runner_around_the_release_s_real_backend(version, records):
+    from harness.upstream import run_matrix
+
+    one_per_mode = [next(s for s in matrix() if s.mode == mode) for mode in ("target_verify", "decode", "draft_extend")]
+    report = run_matrix([version], one_per_mode)
+    assert report["ok"], report["problems"]
+    (release,) = report["releases"]
+    last = release["cells"][-1]
+    assert last["records"] is records and all(m["records"] is records for m in release["runner"].values())
+    assert all(m["fused"] for m in release["runner"].values()) and set(last["fused"]) == set(release["runner"])
+    if not records:  # 0.5.9's NSAMetadata carries the DeepGEMM schedule its replay call refreshes
+        assert "DeepGEMM" in last["declines"] and "DeepGEMM" in " ".join(ex.claims(version, release, "0.5.6"))
+    assert not release["lint"]["added"] and release["lint"]["upstream"], release["lint"]
