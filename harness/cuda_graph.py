@@ -15,7 +15,6 @@ body again, so the same flow runs there (what is recorded runs at replay()).
 from __future__ import annotations
 
 import importlib
-import sys
 from types import SimpleNamespace
 from unittest import mock
 
@@ -23,7 +22,6 @@ import torch
 
 from .compare import captured_state, first_mismatch
 from .runner import GraphRunner
-from .stages import kernel_module_of
 
 RECORDER = "record_forward_metadata_cuda_graph"  # what the patched graph runner calls
 RECORDED = "recorded_forward_metadata_cuda_graph"  # what it skips the backend's replay call for
@@ -47,16 +45,15 @@ def recorder(backend, capturing):
     """The backend's metadata recorder as the patched runner calls it, or None if it has none.
 
     On CUDA it is the backend's own method: its launch objects see the stream capture. On CPU no
-    stream capture exists, so while `capturing()` (the stand-in graph's capture) the kernel
-    module's capture check answers True, as CUDA's does inside torch.cuda.graph.
+    stream capture exists, so while `capturing()` (the stand-in graph's capture)
+    torch.cuda.is_current_stream_capturing() answers True, as CUDA's does inside torch.cuda.graph.
     """
     method = getattr(backend, RECORDER, None)
     if method is None or torch.device(backend.device).type == "cuda":
         return method
-    kernel = kernel_module_of(sys.modules[type(backend).__module__])
 
     def record(bs: int, forward_mode) -> None:
-        with mock.patch.object(kernel, "_is_capturing", lambda device: capturing()):
+        with mock.patch.object(torch.cuda, "is_current_stream_capturing", capturing):
             method(bs, forward_mode)
 
     return record

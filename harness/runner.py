@@ -57,6 +57,12 @@ class GraphRunner:
                 f"num_draft_tokens (D) must be >= 1 for {mode}, got {num_draft_tokens}: "
                 "set speculative_num_draft_tokens to the number of draft tokens verified per request"
             )
+        if mode == "target_verify" and num_draft_tokens >= context_len:
+            raise ReplayInputError(
+                f"num_draft_tokens (D) {num_draft_tokens} leaves no room in context_len={context_len}: "
+                f"target verify needs seq_len + D <= context_len with seq_len >= 1, so D <= {context_len - 1}; "
+                "lower speculative_num_draft_tokens or raise the context length"
+            )
         if not capture_bs or min(capture_bs) < 1:
             raise ReplayInputError(f"capture_bs must be positive batch sizes, got {capture_bs}")
         if seq_lens_dtype not in (torch.int32, torch.int64):
@@ -108,8 +114,12 @@ class GraphRunner:
         return self.module.SpecInput(accept_length=self.accept_length[:bs])
 
     def padded_bs(self, raw_bs: int) -> int:
+        if raw_bs < 1:
+            raise ReplayInputError(
+                f"batch of {raw_bs} requests: a replay needs at least one request; skip the replay of an empty batch"
+            )
         index = bisect.bisect_left(self.capture_bs, raw_bs)
-        if raw_bs < 1 or index == len(self.capture_bs):
+        if index == len(self.capture_bs):
             raise ReplayInputError(
                 f"batch of {raw_bs} requests does not fit the largest captured bs "
                 f"{self.capture_bs[-1]}: capture a larger bs or split the batch"
@@ -119,7 +129,9 @@ class GraphRunner:
     def check(self, batch: Batch) -> int:
         """Validate `batch` against what was captured; returns the padded bs."""
         named = {"req_pool_indices": batch.req_pool_indices, "seq_lens": batch.seq_lens}
-        if batch.accept_length is not None:
+        if self.mode == "draft_extend":  # read there only: other modes ignore an accept_length
+            if batch.accept_length is None:
+                raise ReplayInputError("draft_extend replays need accept_length: pass Batch(..., accept_length=...)")
             named["accept_length"] = batch.accept_length
         for name, t in named.items():
             if not isinstance(t, torch.Tensor) or t.dim() != 1:
@@ -133,25 +145,38 @@ class GraphRunner:
             if t.shape[0] != batch.raw_bs:
                 raise ReplayInputError(f"{name} has {t.shape[0]} entries, req_pool_indices has {batch.raw_bs}")
         bs = self.padded_bs(batch.raw_bs)
-        extra = 0 if self.mode == "decode" else self.num_draft_tokens
         lens = batch.seq_lens.cpu().to(torch.int64)  # seq_len + D must not wrap around in int32
-        too_long = (lens + (0 if self.mode == "draft_extend" else extra)) > self.context_len
-        if bool(too_long.any()) or bool((lens < 1).any()):
-            i = int((too_long | (lens < 1)).nonzero()[0])
+        short = (lens < 1).nonzero()
+        if len(short):
+            i = int(short[0])
+            raise ReplayInputError(f"request {i}: seq_len {int(lens[i])} is below 1: every request holds a token")
+        draft = self.num_draft_tokens if self.mode == "target_verify" else 0  # the cache also holds D
+        long = (lens + draft > self.context_len).nonzero()
+        if len(long):
+            i = int(long[0])
+            added = f" + {draft} draft tokens = {int(lens[i]) + draft}" if draft else ""
             raise ReplayInputError(
-                f"request {i}: seq_len {int(lens[i])} + {extra} draft tokens is outside [1, context_len="
-                f"{self.context_len}]: the scheduler must not send it to a graph captured for this context"
+                f"request {i}: seq_len {int(lens[i])}{added} is past context_len={self.context_len}: "
+                "the scheduler must not send it to a graph captured for this context"
             )
-        pool = batch.req_pool_indices.cpu()
         rows = self.backend.req_to_token.shape[0]
-        if bool(((pool < 0) | (pool >= rows)).any()):
-            raise ReplayInputError(f"req_pool_indices must lie in [0, {rows}) (req_to_token rows)")
-        if batch.accept_length is not None:
+        pool = batch.req_pool_indices.cpu()
+        outside = ((pool < 0) | (pool >= rows)).nonzero()
+        if len(outside):
+            i = int(outside[0])
+            raise ReplayInputError(
+                f"request {i}: req_pool_indices {int(pool[i])} is outside [0, {rows}) (req_to_token rows): "
+                "pass the request's row of req_to_token"
+            )
+        if self.mode == "draft_extend":
             acc = batch.accept_length.cpu()
-            if bool(((acc < 1) | (acc > self.num_draft_tokens) | (acc > lens)).any()):
-                raise ReplayInputError(f"accept_length must lie in [1, min(D={self.num_draft_tokens}, seq_len)]")
-        elif self.mode == "draft_extend":
-            raise ReplayInputError("draft_extend replays need accept_length")
+            bad = ((acc < 1) | (acc > self.num_draft_tokens) | (acc > lens)).nonzero()
+            if len(bad):
+                i = int(bad[0])
+                raise ReplayInputError(
+                    f"request {i}: accept_length {int(acc[i])} is outside [1, min(D={self.num_draft_tokens}, "
+                    f"seq_len={int(lens[i])})]: a request accepts at least 1 and at most min(D, seq_len) tokens"
+                )
         return bs
 
     def prepare(self, batch: Batch) -> int:
@@ -167,14 +192,16 @@ class GraphRunner:
         seq_lens_cpu: the scheduler's host copy of the lengths, when it has one (copying the device
         lengths to the host instead synchronizes)."""
         raw_bs = batch.raw_bs
+        draft_extend = self.mode == "draft_extend"  # the only mode that reads accept_length
         if bs != raw_bs:
             self.seq_lens.fill_(self.fill_value)
             self.seq_lens_cpu.fill_(self.fill_value)
-            self.accept_length.fill_(1)
+            if draft_extend:
+                self.accept_length.fill_(1)
         self.req_pool_indices[:raw_bs].copy_(batch.req_pool_indices)
         self.seq_lens[:raw_bs].copy_(batch.seq_lens)
         self.seq_lens_cpu[:raw_bs].copy_(batch.seq_lens if seq_lens_cpu is None else seq_lens_cpu)
-        if batch.accept_length is not None:
+        if draft_extend:
             self.accept_length[:raw_bs].copy_(batch.accept_length)
 
     def replay_metadata(self, bs: int) -> None:

@@ -32,7 +32,7 @@ def test_int32_overflowing_length_is_refused_before_any_write(stage):
     runner = SCENARIO.runner(stages.load(stage))
     runner.replay(_batch([0, 1], [10, 20]))
     before, static = _snapshot(runner), runner.seq_lens.clone()
-    with pytest.raises(ReplayInputError, match=r"request 1: seq_len 2147483647 \+ 3 draft tokens is outside"):
+    with pytest.raises(ReplayInputError, match=r"^request 1: seq_len 2147483647 \+ 3 draft tokens = 2147483650 is past context_len="):
         runner.replay(_batch([0, 1], [10, 2**31 - 1]))
     assert first_mismatch(before, _snapshot(runner)) is None
     torch.testing.assert_close(runner.seq_lens, static, rtol=0, atol=0)
@@ -94,14 +94,37 @@ def test_final_stage_pool_index_past_req_to_token_raises_before_any_write(mode):
     assert first_mismatch(before, _snapshot(runner)) is None
 
 
-@pytest.mark.parametrize("accept, lens", [([0, 1], [10, 20]), ([1, 4], [10, 20]), ([1, 3], [10, 2])])
+@pytest.mark.parametrize("accept, lens", [([1, 0], [10, 20]), ([1, 4], [10, 20]), ([1, 3], [10, 2])])
 def test_final_stage_refuses_accept_length_outside_its_range_before_any_write(accept, lens):
     runner = _mode_scenario("draft_extend").runner(stages.load(stages.final()))
     runner.replay(_accepted([0, 1], [10, 20], [2, 3]))
     before = _snapshot(runner)
-    with pytest.raises(ReplayInputError, match=r"accept_length must lie in \[1, min\(D=3, seq_len\)\]"):
+    refusal = rf"^request 1: accept_length {accept[1]} is outside \[1, min\(D=3, seq_len={lens[1]}\)\]"
+    with pytest.raises(ReplayInputError, match=refusal):
         runner.replay(_accepted([0, 1], lens, accept))  # through the runner: its own check
-    runner.copy_inputs(_accepted([0, 1], lens, accept), 2)  # sglang's path: the launch's check on CPU
-    with pytest.raises(ValueError, match=r"accept_length\[\d\] = -?\d+ is outside \[1, min\(D=3, seq_len="):
+    runner.copy_inputs(_accepted([0, 1], lens, accept), 2)  # sglang's path: the harness's CPU check
+    with pytest.raises(ValueError, match=refusal):
         runner.replay_metadata(2)
     assert first_mismatch(before, _snapshot(runner)) is None
+
+
+@pytest.mark.parametrize("stage", stages.patched())
+@pytest.mark.parametrize(
+    "mode, dtype, longest",
+    [("target_verify", "int32", 2**31 - 1), ("target_verify", "int64", 2**31 - 1), ("decode", "int64", 2**32 + 5),
+     ("draft_extend", "int64", 2**32 + 5)],
+)
+def test_direct_path_near_2_31_is_bit_exact(stage, mode, dtype, longest):
+    # Past the context, baseline's host slices copy whole rows and its int32 lengths wrap; every stage
+    # does the same (the fused kernel clamps a length to the width before adding D), none refuses.
+    scenario = Scenario(num_draft_tokens=3, page_size=64, index_topk=48, mode=mode, capture_bs=(2, 4),
+                        seq_lens_dtype=dtype)
+    accept = torch.tensor([2, 3], dtype=torch.int32) if mode == "draft_extend" else None
+    runners = scenario.runner(stages.load(stages.BASELINE)), scenario.runner(stages.load(stage))
+    for runner in runners:
+        runner.replay(Batch(torch.tensor([0, 1], dtype=torch.int32), torch.tensor([10, 20], dtype=getattr(torch, dtype)),
+                            accept))
+        runner.copy_inputs(Batch(torch.tensor([0, 1], dtype=torch.int32),
+                                 torch.tensor([10, longest], dtype=getattr(torch, dtype)), accept), 2)
+        runner.replay_metadata(2)  # no checks: sglang's path
+    assert first_mismatch(*(captured_state(runner.backend) for runner in runners)) is None

@@ -45,7 +45,8 @@ def test_recorded_metadata_lists_what_the_last_captured_graph_holds(mode):
     capturing[0] = True
     record(bs, runner.forward_mode)  # the captured run
     capturing[0] = False
-    assert backend.recorded_forward_metadata_cuda_graph == {key}
+    assert key in backend.recorded_forward_metadata_cuda_graph
+    assert (scenario.capture_bs[0], runner.forward_mode) not in backend.recorded_forward_metadata_cuda_graph
     backend.init_forward_metadata_capture_cuda_graph(
         bs, bs * runner.tokens_per_req, runner.req_pool_indices[:bs], runner.seq_lens[:bs], None,
         runner.forward_mode, runner._spec_info(bs),
