@@ -14,7 +14,7 @@ import torch
 from harness import sglang_test, stages
 from harness.lint import findings
 from harness.mutations import MUTATIONS, load_mutant
-from harness.releases import STUB_TESTS, Table, map_patch, registered, to_upstream
+from harness.releases import STUB_TESTS, Table, map_patch, registered, to_upstream, wheel_file
 from harness.series import PATCH_DIR, Series
 
 GRAPH_ONLY = {"test_recorded_into_cuda_graph"}  # needs CUDA: skipped under the interpreter
@@ -55,9 +55,10 @@ def test_sglang_test_catches_a_planted_kernel_bug():
     ("0.5.7", "test/registered/attention", True),
     ("0.5.9", "test/registered/attention", True),
 ])
-def test_each_release_gets_the_test_in_its_layout(version, folder, registers):
-    """Mapped into the release's test folder; registered with sglang's CI where that layout asks;
-    the file as mailed adds no finding of sglang's lint."""
+def test_each_release_gets_the_test_in_its_layout(version, folder, registers, tmp_path):
+    """Mapped into the release's test folder; registered where that layout asks, as the release's
+    own CI registry (sglang/test/ci/ci_register.py from its wheel) reads it; the file as mailed
+    adds no finding of sglang's lint."""
     layout = Table.load().test_layout(version)
     stub = f"{STUB_TESTS}test_nsa_cuda_graph_metadata.py"
     path = f"{folder}/test_nsa_cuda_graph_metadata.py"
@@ -70,6 +71,12 @@ def test_each_release_gets_the_test_in_its_layout(version, folder, registers):
     content = "".join(line[1:] for line in mapped.split("\n@@ ", 1)[1].splitlines(keepends=True)[1:])
     assert ("\nregister_cuda_ci(" in content) == registers
     assert findings({path: content.encode()}) == set()
+    if registers:
+        registry = {}
+        exec(wheel_file(version, "sglang/test/ci/ci_register.py"), registry)  # noqa: S102
+        (tmp_path / "test.py").write_text(content)
+        (entry,) = registry["collect_tests"]([str(tmp_path / "test.py")])
+        assert (entry.backend.name, entry.suite) == ("CUDA", "stage-b-test-small-1-gpu")
 
 
 def test_registered_places_the_registration_after_the_imports():
