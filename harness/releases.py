@@ -221,14 +221,14 @@ def upstream_roots(table: Table | None = None) -> list[str]:
 def registered(test: str, registration: str) -> str:
     """An sglang test module with `registration` (e.g. register_cuda_ci(...)) made at module level
     after its imports, and the registry's import sorted among its sglang imports."""
-    function = registration.split("(", 1)[0]
-    wanted = f"from sglang.test.ci.ci_register import {function}\n"
+    module = "sglang.test.ci.ci_register"
     lines = test.splitlines(keepends=True)
     imports = [n for n in ast.parse(test).body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    after = [n.lineno - 1 for n in imports if isinstance(n, ast.ImportFrom) and (n.module or "") > "sglang.test.ci"]
-    sglang = [n.lineno - 1 for n in imports if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("sglang.")]
-    at = min([i for i in after if i in sglang] or [imports[-1].end_lineno])
     end = imports[-1].end_lineno
+    later = [n.lineno - 1 for n in imports if isinstance(n, ast.ImportFrom) and (n.module or "") > module
+             and (n.module or "").startswith("sglang.")]
+    at = later[0] if later else end
+    wanted = f"from {module} import {registration.split('(', 1)[0]}\n"
     return "".join(lines[:at] + [wanted] + lines[at:end] + ["\n", registration + "\n"] + lines[end:])
 
 
@@ -415,7 +415,8 @@ class Derivation:
         out = []
         layout = self.table.test_layout(version)
         for applied in canonical:
-            mapped = map_patch((self.series.root / PATCH_DIR / applied.patch).read_bytes(), layout)
+            canonical_text = (self.series.root / PATCH_DIR / applied.patch).read_bytes()
+            mapped = map_patch(canonical_text, layout)
             try:
                 if mapped:
                     self._git_apply(mapped, check=True)
@@ -424,7 +425,7 @@ class Derivation:
                 how = "clean"
             except git.GitCommandError:
                 self.repo.git.reset("-q", "--hard")
-                if layout != self.table.test_layout() and STUB_TESTS.encode() in mapped_from(self, applied):
+                if layout != self.table.test_layout() and STUB_TESTS.encode() in canonical_text:
                     raise ReleaseError(
                         f"sglang {version}: patches/{applied.patch} touches {STUB_TESTS} and does not apply "
                         f"as is; a cherry-pick would keep the reference's test layout: make the patch apply"
@@ -489,11 +490,6 @@ class Derivation:
         series = self.derive(version)
         before = self.base_commit(version) if index == 0 else series[index - 1].commit
         return self.repo.git.diff(before, series[index].commit, "--no-color", "--no-ext-diff", strip_newline_in_stdout=False)
-
-
-def mapped_from(derivation: Derivation, applied: Applied) -> bytes:
-    """The canonical patch text of `applied`, as committed in patches/."""
-    return (derivation.series.root / PATCH_DIR / applied.patch).read_bytes()
 
 
 def _last_line(e: git.GitCommandError) -> str:
