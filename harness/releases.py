@@ -5,14 +5,17 @@ series is derived in a scratch git repository: the reference's real upstream fil
 vendor_stub/UPSTREAM_PIN.toml pins: nsa_backend.py, model_executor/cuda_graph_runner.py) are
 committed at their upstream paths, each canonical patch (paths mapped by `to_upstream`: a pinned
 stub file to its upstream path, any other vendor_stub/<rel> to python/sglang/srt/layers/attention/
-<rel>) is committed on top of them; then R's files are committed on the same base and each patch
-commit is cherry-picked (three-way) in order. A patch whose hunks
+<rel>; an sglang test under vendor_stub/test/ to the folder R's test layout keeps its kernel tests
+in, with R's CI registration where that layout asks for one) is committed on top of them; then R's
+files are committed on the same base and each patch is applied, else its commit cherry-picked
+(three-way), in order. A patch whose hunks
 conflict takes its hand resolution from patches/releases/<patch stem>.toml, else derivation stops
 with a one-line error naming the release, the patch and the hunk.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import re
@@ -34,6 +37,7 @@ RESOLUTIONS = REPO_ROOT / PATCH_DIR / "releases"
 UPSTREAM_DIR = "python/sglang/srt/layers/attention"  # where vendor_stub/ sits in sglang's repository
 WHEEL_DIR = "sglang/srt/layers/attention"  # the same folder inside the wheel
 REPO_PREFIX = "python/"  # a wheel path sglang/... sits at python/sglang/... in sglang's repository
+STUB_TESTS = f"{STUB_DIR}/test/"  # sglang tests the series adds, placed by each release's test layout
 
 # Scratch repositories must not depend on whoever runs them: no user or system config, fixed
 # identity and dates (derived commits, hence exported patches, are reproducible).
@@ -81,10 +85,21 @@ class Release:
 
 
 @dataclass(frozen=True)
+class TestLayout:
+    """Where sglang keeps its attention kernel tests from release `since` on."""
+
+    since: str
+    folder: str  # repository path
+    why: str
+    registration: str = ""  # the module-level CI registration a test there must make ("" where none)
+
+
+@dataclass(frozen=True)
 class Table:
     reference: str
     releases: tuple[Release, ...]
     replaced: tuple[dict, ...]
+    test_layouts: tuple[TestLayout, ...] = ()  # newest first
 
     @classmethod
     def load(cls, path: Path = TABLE) -> "Table":
@@ -94,6 +109,19 @@ class Table:
             data["reference"],
             tuple(Release(**{**r, "model_runner": {**common, **r.get("model_runner", {})}}) for r in data["release"]),
             tuple(sorted(data.get("replaced", ()), key=lambda r: version_key(r["since"]), reverse=True)),
+            tuple(sorted((TestLayout(**t) for t in data.get("test_layout", ())),
+                         key=lambda t: version_key(t.since), reverse=True)),
+        )
+
+    def test_layout(self, version: str | None = None) -> TestLayout:
+        """The test layout of `version` (default: the reference release)."""
+        key = version_key(version or self.reference)
+        for layout in self.test_layouts:  # newest first: the latest one `version` has
+            if key >= version_key(layout.since):
+                return layout
+        raise ReleaseError(
+            f"sglang {version or self.reference} predates every [[test_layout]] in "
+            f"{TABLE.relative_to(REPO_ROOT)}: add the folder it keeps its kernel tests in"
         )
 
     @property
@@ -169,20 +197,39 @@ def pinned_files(pin_text: str | None = None) -> dict[str, str]:
 UPSTREAM_FILES = pinned_files()  # vendor_stub/<file> -> wheel path, for the files the stub pins
 
 
-def to_upstream(stub_path: str) -> str:
-    """A stub path's place in sglang's repository: a pinned file's upstream path, else
-    vendor_stub/<rel> -> python/sglang/srt/layers/attention/<rel> (files the series adds)."""
+def to_upstream(stub_path: str, layout: TestLayout | None = None) -> str:
+    """A stub path's place in sglang's repository: a pinned file's upstream path; a test
+    vendor_stub/test/<name> -> <the release's test folder>/<name> (`layout`, default the
+    reference's); else vendor_stub/<rel> -> python/sglang/srt/layers/attention/<rel> (files the
+    series adds)."""
     if stub_path in UPSTREAM_FILES:
         return REPO_PREFIX + UPSTREAM_FILES[stub_path]
+    if stub_path.startswith(STUB_TESTS):
+        return f"{(layout or Table.load().test_layout()).folder}/{stub_path[len(STUB_TESTS):]}"
     if not stub_path.startswith(STUB_DIR + "/"):
         raise ReleaseError(f"the series touches {stub_path}, outside {STUB_DIR}/: only {STUB_DIR}/ maps to upstream")
     return UPSTREAM_DIR + stub_path[len(STUB_DIR) :]
 
 
-def upstream_roots() -> list[str]:
+def upstream_roots(table: Table | None = None) -> list[str]:
     """The repository paths (folders or files) holding everything the series can touch upstream."""
     extra = [REPO_PREFIX + p for p in UPSTREAM_FILES.values() if not (REPO_PREFIX + p).startswith(UPSTREAM_DIR + "/")]
-    return [UPSTREAM_DIR, *sorted(extra)]
+    tests = {t.folder for t in (table or Table.load()).test_layouts}
+    return [UPSTREAM_DIR, *sorted(extra), *sorted(tests)]
+
+
+def registered(test: str, registration: str) -> str:
+    """An sglang test module with `registration` (e.g. register_cuda_ci(...)) made at module level
+    after its imports, and the registry's import sorted among its sglang imports."""
+    module = "sglang.test.ci.ci_register"
+    lines = test.splitlines(keepends=True)
+    imports = [n for n in ast.parse(test).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    end = imports[-1].end_lineno
+    later = [n.lineno - 1 for n in imports if isinstance(n, ast.ImportFrom) and (n.module or "") > module
+             and (n.module or "").startswith("sglang.")]
+    at = later[0] if later else end
+    wanted = f"from {module} import {registration.split('(', 1)[0]}\n"
+    return "".join(lines[:at] + [wanted] + lines[at:end] + ["\n", registration + "\n"] + lines[end:])
 
 
 def release_files(version: str) -> dict[str, bytes]:
@@ -190,21 +237,42 @@ def release_files(version: str) -> dict[str, bytes]:
     return {REPO_PREFIX + wheel: wheel_file(version, wheel) for wheel in UPSTREAM_FILES.values()}
 
 
-def map_patch(text: bytes) -> bytes:
-    """A canonical patch with its vendor_stub/ paths moved to sglang's repository layout."""
+def map_patch(text: bytes, layout: TestLayout | None = None) -> bytes:
+    """A canonical patch with its vendor_stub/ paths moved to sglang's repository layout (tests to
+    `layout`'s folder, default the reference's); a test it adds registers as `layout` asks."""
     header, sep, diff = (b"\n" + text).partition(b"\ndiff --git ")
     if not sep:
         return b""
     out = []
-    for line in (b"diff --git " + diff).splitlines(keepends=True):
-        if line.startswith((b"diff --git ", b"--- a/", b"+++ b/", b"rename from ", b"rename to ")):
-            line = re.sub(
-                rb"(a/|b/|rename from |rename to )(" + re.escape(STUB_DIR.encode()) + rb"/[^\s]+)",
-                lambda m: m.group(1) + to_upstream(m.group(2).decode()).encode(),
-                line,
-            )
-        out.append(line)
+    for block in re.split(rb"(?m)^(?=diff --git )", b"diff --git " + diff):
+        if layout is not None and layout.registration and _adds_test(block):
+            block = _registered_block(block, layout.registration)
+        for line in block.splitlines(keepends=True):
+            if line.startswith((b"diff --git ", b"--- a/", b"+++ b/", b"rename from ", b"rename to ")):
+                line = re.sub(
+                    rb"(a/|b/|rename from |rename to )(" + re.escape(STUB_DIR.encode()) + rb"/[^\s]+)",
+                    lambda m: m.group(1) + to_upstream(m.group(2).decode(), layout).encode(),
+                    line,
+                )
+            out.append(line)
     return b"".join(out)
+
+
+def _adds_test(block: bytes) -> bool:
+    """Whether one file's diff creates an sglang test (vendor_stub/test/test_*.py)."""
+    return b"\n--- /dev/null\n" in block and re.search(
+        rb"\n\+\+\+ b/" + re.escape(STUB_TESTS.encode()) + rb"test_[^\s/]*\.py\n", block
+    ) is not None
+
+
+def _registered_block(block: bytes, registration: str) -> bytes:
+    """A new test file's diff, its content `registered` (one hunk, regenerated)."""
+    head, _, body = block.partition(b"\n@@ ")
+    added = [line[1:] for line in body.split(b"\n", 1)[1].splitlines(keepends=True) if line.startswith(b"+")]
+    text = registered(b"".join(added).decode(), registration)
+    lines = text.splitlines(keepends=True)
+    head = re.sub(rb"\nindex 0+\.\.[0-9a-f]+", b"", head)  # the blob id no longer matches
+    return head + f"\n@@ -0,0 +1,{len(lines)} @@\n".encode() + b"".join(b"+" + line.encode() for line in lines)
 
 
 @dataclass(frozen=True)
@@ -315,7 +383,7 @@ class Derivation:
         self.base = self._bases[self.table.reference] = self._commit_release_files(self.table.reference)
         out = []
         for patch in self.series.patch_files:
-            mapped = map_patch((self.series.root / PATCH_DIR / patch).read_bytes())
+            mapped = map_patch((self.series.root / PATCH_DIR / patch).read_bytes(), self.table.test_layout())
             if mapped:  # a header without a diff yet: an empty commit keeps the series' numbering
                 try:
                     self._git_apply(mapped)
@@ -345,8 +413,10 @@ class Derivation:
         self.repo.git.checkout("-q", "-B", f"release-{version}", self.base)
         self._bases[version] = self._commit_release_files(version)
         out = []
+        layout = self.table.test_layout(version)
         for applied in canonical:
-            mapped = map_patch((self.series.root / PATCH_DIR / applied.patch).read_bytes())
+            canonical_text = (self.series.root / PATCH_DIR / applied.patch).read_bytes()
+            mapped = map_patch(canonical_text, layout)
             try:
                 if mapped:
                     self._git_apply(mapped, check=True)
@@ -355,6 +425,11 @@ class Derivation:
                 how = "clean"
             except git.GitCommandError:
                 self.repo.git.reset("-q", "--hard")
+                if layout != self.table.test_layout() and STUB_TESTS.encode() in canonical_text:
+                    raise ReleaseError(
+                        f"sglang {version}: patches/{applied.patch} touches {STUB_TESTS} and does not apply "
+                        f"as is; a cherry-pick would keep the reference's test layout: make the patch apply"
+                    ) from None
                 how = self._cherry_pick(version, applied)
             out.append(Applied(applied.patch, how, self.repo.head.commit.hexsha, applied.message))
         self._derived[version] = out
@@ -396,8 +471,11 @@ class Derivation:
         """The series-touched files at `commit`: python/sglang/srt/... (repository paths) -> bytes."""
         tree = self.repo.commit(commit).tree
         out = {}
-        for root in upstream_roots():
-            item = tree / root
+        for root in upstream_roots(self.table):
+            try:
+                item = tree / root
+            except KeyError:  # a test folder this release's tree has no file in
+                continue
             blobs = [item] if item.type == "blob" else [b for b in item.traverse() if b.type == "blob"]
             out.update({b.path: b.data_stream.read() for b in blobs})
         return out

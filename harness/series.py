@@ -366,6 +366,12 @@ class Series:
         if leftover:
             stage = pick(leftover)
             extra = compared[stage][1]
+            edited = {p for p in extra if current[p] not in versions[p]}
+            # Edits only to files the last applied stage adds (a patch that adds nothing else) are
+            # that stage plus edits, for `make refresh`; not a lower stage plus leftovers.
+            if recorded in available and compared[recorded][0] and set(compared[recorded][0]) <= edited \
+                    and not compared[recorded][1] and not compared[recorded][2]:
+                return Status(recorded, "edits", *compared[recorded], broken=broken)
             return Status(
                 stage,
                 "leftover",

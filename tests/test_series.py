@@ -269,6 +269,25 @@ def test_leftover_with_edits_is_kept_and_advice_sets_it_aside(repo):
     assert Series(repo).apply("one").clean
 
 
+def test_edits_to_a_patch_that_only_adds_a_file_refresh_into_it(repo):
+    # A patch adding one file and nothing else (e.g. a test): editing that file at its stage is the
+    # stage plus edits, not a lower stage plus a leftover, so `make refresh` keeps the edit.
+    s = Series(repo)
+    s.apply("two")
+    added = _patch(repo, s.materialize("two"), {**s.materialize("two"), "vendor_stub/test_new.py": b"t = 1\n"},
+                   "Subject: three")
+    (repo / "patches/0003-three.patch").write_text(added)
+    with open(repo / "patches/series", "a") as f:
+        f.write("0003-three.patch\n")
+    Series(repo).apply("three")
+    (repo / "vendor_stub/test_new.py").write_text("t = 2\n")
+    status = Series(repo).status()
+    assert (status.stage, status.kind, status.modified) == ("three", "edits", ("vendor_stub/test_new.py",))
+    Series(repo).refresh()
+    assert Series(repo).status() == Status("three")
+    assert Series(repo).materialize("three")["vendor_stub/test_new.py"] == b"t = 2\n"
+
+
 def test_refresh_refuses_edits_that_revert_a_lower_patch(repo):
     # After a plain stash at 'two', the tree is baseline's mod.py: refreshing it into patch two would
     # silently revert patch one. The refusal says which patch, and its advice restores the stage.
