@@ -131,15 +131,22 @@ def cmd_export(args):
 
 
 def cmd_mutations(args):
-    from .mutations import check_all
+    from .mutations import MUTATIONS, MutationCheckError, check, check_applicable
 
-    outcomes = check_all(args.device)
-    table = "\n".join(
-        f"{'caught' if o.caught else 'SURVIVED':>8}  {o.mutation:<55} {o.caught_by or ''}" for o in outcomes
-    )
+    outcomes = []
+    try:
+        check_applicable()  # refuses, naming each, if a mutation does not apply: before minutes of work
+        for mutation in MUTATIONS:  # a line as each finishes: the whole check takes minutes
+            o = check(mutation, args.device)
+            outcomes.append(o)
+            if not args.json:
+                print(f"{'caught' if o.caught else 'SURVIVED':>8}  {o.mutation:<55} {o.caught_by or ''}", flush=True)
+    except MutationCheckError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     survived = [o.mutation for o in outcomes if not o.caught]
-    table += f"\n{len(outcomes) - len(survived)} of {len(outcomes)} planted kernel bugs caught"
-    _emit(args, [o.__dict__ for o in outcomes], table + (f"; survived: {', '.join(survived)}" if survived else ""))
+    summary = f"{len(outcomes) - len(survived)} of {len(outcomes)} planted kernel bugs caught"
+    _emit(args, [o.__dict__ for o in outcomes], summary + (f"; survived: {', '.join(survived)}" if survived else ""))
     return 1 if survived else 0
 
 
