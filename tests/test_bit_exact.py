@@ -30,25 +30,57 @@ def test_final_stage_reads_no_host_lengths():
             assert mismatch is None, f"{mode} replay {i}: {mismatch}"
 
 
-# A stage that does not touch a mode runs the same source lines as the stage before it in that mode
-# (stages.touching), so each scenario is replayed on the stages that touch its mode, and on the final
-# stage, what the series ships.
-@pytest.mark.parametrize(
-    "stage, scenario",
-    [
+def _cost(scenario: Scenario) -> tuple:
+    """Interpreter time grows with the captured rows and the replays; the name breaks ties."""
+    return max(scenario.capture_bs) * scenario.num_draft_tokens * scenario.replays, scenario.name
+
+
+def _bit_exact_cases() -> list:
+    """(stage, scenario) for the matrix, each marked with its tier.
+
+    A stage that does not touch a mode runs the same source lines as the stage before it in that
+    mode (stages.touching), so each scenario is replayed on the stages that touch its mode, and on
+    the final stage, what the series ships. The fast tier keeps, for every stage x mode, the cheapest
+    scenario of each page size, and for the final stage every edge profile captured at bs <= 8
+    (page boundaries, int32 limits, accept-length edges); the rest (bs up to 256) is `slow`.
+    """
+    final = stages.final()
+    cases = [
         (stage, scenario)
         for scenario in matrix()
         for stage in stages.patched()
-        if stage in stages.touching(scenario.mode) or stage == stages.final()
-    ],
-    ids=lambda x: x if isinstance(x, str) else x.name,
-)
+        if stage in stages.touching(scenario.mode) or stage == final
+    ]
+    fast = set()
+    for stage, mode, page_size in {(st, sc.mode, sc.page_size) for st, sc in cases}:
+        fast.add(min(((st, sc) for st, sc in cases if (st, sc.mode, sc.page_size) == (stage, mode, page_size)),
+                     key=lambda case: _cost(case[1])))
+    edges = {sc for st, sc in cases if st == final and max(sc.capture_bs) <= 8
+             and (sc.token_values, sc.lengths, sc.accept) != ("small", "random", "random")}
+    fast |= {(final, sc) for sc in edges}
+    return [
+        pytest.param(stage, scenario, id=f"{stage}-{scenario.name}",
+                     marks=() if (stage, scenario) in fast else pytest.mark.slow)
+        for stage, scenario in cases
+    ]
+
+
+@pytest.mark.parametrize("stage, scenario", _bit_exact_cases())
 def test_stage_bit_exact(stage, scenario):
     verdict = compare_stage(stage, scenario)
     assert verdict.exact, f"{stage} {scenario.name} {verdict.describe()}"
     assert verdict.replays == scenario.replays
 
 
+def test_fast_tier_covers_every_stage_and_mode():
+    # The fast tier must still replay each stage in each mode it touches (and the final stage in all).
+    fast = {(p.values[0], p.values[1].mode) for p in _bit_exact_cases() if not p.marks}
+    final = stages.final()
+    wanted = {(s, m) for m in MODES for s in stages.patched() if s in stages.touching(m) or s == final}
+    assert fast == wanted
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", stages.patched())
 # derandomize: the same examples on every run and machine, so CI is deterministic; 15 per stage on
 # top of the named matrix, which holds the edges (long drafts, big batches, page boundaries, int32
@@ -60,6 +92,7 @@ def test_stage_bit_exact_fuzz(stage, scenario):
     assert verdict.exact, f"{scenario}: {verdict.describe()}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["decode", "draft_extend"])  # target verify: the fuzz above
 @settings(max_examples=15, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())

@@ -139,10 +139,18 @@ def test_refresh_refuses_to_break_a_later_patch(repo):
     assert Series(repo).status() == Status("two")
 
 
-def test_refresh_at_baseline_is_refused(repo):
+def test_refresh_at_baseline_is_refused_and_its_advice_leads_to_a_new_patch(repo):
     (repo / STUB).write_text("x = 7\n")
-    with pytest.raises(SeriesError, match="no patch is applied|name a new patch"):
+    with pytest.raises(SeriesError, match="a new patch sits on top of the series") as refusal:
         Series(repo).refresh()
+    run_advice(repo, advice(str(refusal.value), "git stash push -u"))
+    (repo / "patches/0003-three.patch").write_text("Subject: three\n")  # "name the patch in patches/series"
+    with open(repo / "patches/series", "a") as f:
+        f.write("0003-three.patch\n")
+    assert run_advice(repo, advice(str(refusal.value), "make apply-<it>").replace("<it>", "three")).clean
+    (repo / STUB).write_text("x = 7\ny = 2\n")  # "make them there"
+    assert run_advice(repo, "make refresh") == "refreshed patches/0003-three.patch"
+    assert Series(repo).status() == Status("three")
 
 
 def test_new_patch_is_authored_by_refresh(repo):
@@ -220,6 +228,8 @@ def run_advice(repo: Path, command: str):
         return Series(repo).apply(words[1].removeprefix("apply-"))
     elif words == ["make", "refresh"]:
         return Series(repo).refresh()
+    elif words == ["make", "unapply"]:
+        return Series(repo).unapply()
     elif words[:4] == ["python", "-m", "harness", "apply"] and words[5:] == ["--reauthor"]:
         return Series(repo).apply(words[4], reauthor=True)
     else:
@@ -346,6 +356,42 @@ def test_edit_refusal_advice_works_as_printed(repo, choice):
         s.apply("one")
     run_advice(repo, advice(str(refusal.value), choice))
     assert Series(repo).apply("one").clean
+
+
+def test_stash_round_trip_works_as_printed(repo):
+    # The refusal's own route: set the edits aside, move, come back, and the edits are "stage two plus
+    # edits" again (not "baseline plus edits"), so `make refresh` folds them into patch two.
+    s = Series(repo)
+    s.apply("two")
+    edited = "x = 1\ny = 2\n# mine\n"
+    (repo / STUB).write_text(edited)
+    with pytest.raises(SeriesError, match="refusing to move to 'one'") as refusal:
+        s.apply("one")
+    message = str(refusal.value)
+    run_advice(repo, advice(message, "git stash push -u"))
+    assert run_advice(repo, "make apply-one").clean  # "and retry"
+    run_advice(repo, advice(message, "make unapply"))
+    run_advice(repo, advice(message, "git stash pop"))
+    status = Series(repo).status()
+    assert (status.stage, status.kind, status.modified, status.left_at) == ("two", "edits", (STUB,), None)
+    assert status.describe() == "vendor_stub/ holds local edits on top of stage 'two': modified vendor_stub/mod.py"
+    assert run_advice(repo, advice(message, "make refresh")) == "refreshed patches/0002-two.patch"
+    assert Series(repo).status() == Status("two")
+    assert Series(repo).apply("one").clean and Series(repo).apply("two").clean
+    assert (repo / STUB).read_text() == edited
+
+
+def test_edits_typed_at_a_stage_stay_on_that_stage(repo):
+    # Touching the same file as a higher patch does not move the edits there: they are nearer home.
+    s = Series(repo)
+    s.apply("one")
+    (repo / STUB).write_text("x = 1\ny = 0\n# mine\n")
+    assert s.status().stage == "one"
+    s = Series(repo)
+    (repo / STUB).write_text(V1)
+    s.unapply()
+    (repo / STUB).write_text("x = 0\ny = 0\n# mine\n")
+    assert Series(repo).status().stage == "baseline"
 
 
 def break_patch_two(repo):
