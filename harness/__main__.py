@@ -8,11 +8,28 @@ stands (the `worktree` pseudo-stage) when it holds edits not refreshed into a pa
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 
-from .env import triton_device
+INTERRUPTED = "interrupted: vendor_stub/ and patches/ are as before or as after, never between (`make status` says where)"
+
+
+def _interrupted_in_one_line(kind, value, traceback):
+    """Ctrl-C, wherever it lands (imports included), is one line, not a traceback. The exception has
+    already unwound through the rollbacks of apply and refresh; Python then exits by SIGINT, as a
+    shell expects of an interrupted command."""
+    if issubclass(kind, KeyboardInterrupt):
+        print(INTERRUPTED, file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, value, traceback)
+
+
+if __name__ == "__main__":
+    sys.excepthook = _interrupted_in_one_line
+
+from .env import triton_device  # noqa: E402
 
 triton_device("cpu")  # before triton is imported: the CLI runs on CPU unless NSA_DEVICE=cuda
 
@@ -201,6 +218,24 @@ def main(argv=None) -> int:
     except (SeriesError, ReplayInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only checkout, a full disk: one line, and nothing was half-written
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(e: OSError) -> str:
+    """What could not be written, why, and how to make the checkout writable."""
+    from .loader import REPO_ROOT
+
+    where = e.filename or "a file"
+    try:
+        where = os.path.relpath(where, REPO_ROOT) if os.path.isabs(where) else where
+    except ValueError:
+        pass
+    text = f"cannot write {where}: {e.strerror or e}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        text += f"; this command writes into the checkout: make it writable (`chmod -R u+w {REPO_ROOT}`) and retry"
+    return text
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ BASELINE = "baseline"
 SET_ASIDE = f"git stash push -u -- {STUB_DIR}"  # -u: files a patch adds are untracked
 # The stash holds the stage and the edits against HEAD (baseline): it pops cleanly only at baseline,
 # where `status` then finds the stage again ("stage S plus edits").
-BRING_BACK = f"`make unapply` then `git stash pop` bring them back"
+BRING_BACK = "`make unapply` then `git stash pop` bring them back"
 
 Files = dict[str, bytes]  # repo-relative path -> exact bytes
 
@@ -181,6 +181,16 @@ def _check_pristine(files: Files) -> None:
                 f"'{region['name']}' differs): commit {STUB_DIR}/ only at baseline; restore it with "
                 f"`git checkout <last good commit> -- {STUB_DIR}` and commit"
             )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write beside `path`, then rename over it: a reader (or an interrupt) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _compare(stage: Files, tree: Files) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -588,18 +598,23 @@ class Series:
         patch_path = self._patch_path(target)
         old_text = patch_path.read_bytes()
         _, first_broken_before, _ = self.reachable()
-        patch_path.write_bytes(
-            self._header(old_text) + self.diff(self.materialize(self.names()[index - 1]), self.worktree()).encode()
-        )
-        self._materialized.clear()
-        available, first_broken, broken = self.reachable()
-        names = self.names()
-        breaks_later = first_broken and (
-            not first_broken_before or names.index(first_broken) < names.index(first_broken_before)
-        )
-        if target not in available or breaks_later or self.status() != Status(target, broken=broken):
+        new_text = self._header(old_text) + self.diff(self.materialize(self.names()[index - 1]), self.worktree()).encode()
+        try:
+            _write_atomically(patch_path, new_text)
+            self._materialized.clear()
+            available, first_broken, broken = self.reachable()
+            names = self.names()
+            breaks_later = first_broken and (
+                not first_broken_before or names.index(first_broken) < names.index(first_broken_before)
+            )
+            reproduces = target in available and not breaks_later and self.status() == Status(target, broken=broken)
+        except BaseException:  # Ctrl-C while checking: the old patch back, the series as it was
+            _write_atomically(patch_path, old_text)
+            self._materialized.clear()
+            raise
+        if not reproduces:
             # never leave a series that does not reproduce the tree
-            patch_path.write_bytes(old_text)
+            _write_atomically(patch_path, old_text)
             self._materialized.clear()
             if not breaks_later:
                 raise SeriesError(

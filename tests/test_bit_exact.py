@@ -52,12 +52,17 @@ def _bit_exact_cases() -> list:
         if stage in stages.touching(scenario.mode) or stage == final
     ]
     fast = set()
-    for stage, mode, page_size in {(st, sc.mode, sc.page_size) for st, sc in cases}:
-        fast.add(min(((st, sc) for st, sc in cases if (st, sc.mode, sc.page_size) == (stage, mode, page_size)),
-                     key=lambda case: _cost(case[1])))
-    edges = {sc for st, sc in cases if st == final and max(sc.capture_bs) <= 8
-             and (sc.token_values, sc.lengths, sc.accept) != ("small", "random", "random")}
-    fast |= {(final, sc) for sc in edges}
+    def group(case) -> tuple:
+        return case[0], case[1].mode, case[1].page_size
+
+    for key in {group(case) for case in cases}:
+        fast.add(min((case for case in cases if group(case) == key), key=lambda case: _cost(case[1])))
+    fast |= {
+        (stage, scenario)
+        for stage, scenario in cases
+        if stage == final and max(scenario.capture_bs) <= 8
+        and (scenario.token_values, scenario.lengths, scenario.accept) != ("small", "random", "random")
+    }
     return [
         pytest.param(stage, scenario, id=f"{stage}-{scenario.name}",
                      marks=() if (stage, scenario) in fast else pytest.mark.slow)

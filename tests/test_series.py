@@ -604,3 +604,71 @@ def test_refresh_would_rewrite_each_committed_patch_byte_for_byte(tmp_path, monk
     for below, stage in zip(names, names[1:]):
         text = s.patch_text(stage)
         assert Series._header(text) + s.diff(s.materialize(below), s.materialize(stage)).encode() == text, stage
+
+
+# -- the CLI's one-line answers: refusals, a read-only checkout, Ctrl-C ------------------------------
+
+
+def _harness(project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=project, env=env, capture_output=True,
+                          text=True, **kwargs)
+
+
+# Runs the CLI with every write under vendor_stub/ failing as on a read-only checkout (the tests run as
+# root, for whom permission bits do not stop a write).
+READ_ONLY = """
+import errno, os, runpy, sys
+real_open = os.open
+def read_only(path, *args, **kwargs):
+    if "vendor_stub" in str(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    return real_open(path, *args, **kwargs)
+os.open = read_only
+sys.argv = ["harness", *sys.argv[1:]]
+runpy.run_module("harness", run_name="__main__")
+"""
+
+
+def test_read_only_checkout_gets_one_line_and_keeps_the_stage(project_copy):
+    env = {**os.environ, "PYTHONPATH": str(project_copy)}
+    out = subprocess.run([sys.executable, "-c", READ_ONLY, "apply", "quickwin"], cwd=project_copy, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert re.match(r"error: cannot write vendor_stub/\S+: Permission denied; .*make it writable", out.stderr)
+    chmod = advice(out.stderr, "chmod -R u+w")
+    assert chmod == f"chmod -R u+w {project_copy}"  # the checkout the harness runs from
+    assert _harness(project_copy, "status").stdout == "vendor_stub/ is at stage 'baseline'\n"
+
+
+def test_every_cli_refusal_is_one_line(project_copy):
+    for args in (["apply", "nope"], ["apply", "baseline", "--reauthor"], ["refresh"]):
+        out = _harness(project_copy, *args)
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+@pytest.mark.parametrize("delay", [0.5, 3.0])
+def test_ctrl_c_is_one_line_and_leaves_a_stage(project_copy, delay):
+    # Wherever the interrupt lands (imports, materializing, writing), one line, and vendor_stub/ is
+    # exactly one stage afterwards: the one it was at or the one asked for.
+    import signal
+    import time
+
+    final = Series(project_copy).names()[-1]
+    env = {**os.environ, "PYTHONPATH": str(project_copy)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "apply", final], cwd=project_copy, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    try:
+        if proc.returncode == 0:
+            pytest.skip(f"apply finished within {delay} s: nothing to interrupt")
+        assert proc.returncode == -signal.SIGINT, (proc.returncode, stderr)
+        from harness.__main__ import INTERRUPTED
+
+        assert stderr == INTERRUPTED + "\n"
+        status = _harness(project_copy, "status").stdout
+        assert status in (f"vendor_stub/ is at stage '{s}'\n" for s in ("baseline", final)), status
+    finally:
+        assert _harness(project_copy, "apply", "baseline").returncode == 0
