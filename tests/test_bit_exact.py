@@ -116,6 +116,14 @@ def test_comparison_reports_first_differing_index():
     assert str(m) == "buf[2, 1]: expected 0, got 7"
 
 
+def test_first_mismatch_is_the_same_on_every_run():
+    # Buffers present on one side only: the first in name order is reported, not a set's iteration order.
+    names = [f"bs{i}.buf" for i in range(40)]
+    expected = {name: torch.zeros(1) for name in names}
+    assert first_mismatch(expected, {}).buffer == min(names)
+    assert first_mismatch({}, dict(reversed(expected.items()))).buffer == min(names)
+
+
 @pytest.mark.parametrize(
     "change, what",
     [

@@ -639,6 +639,9 @@ def test_read_only_checkout_gets_one_line_and_keeps_the_stage(project_copy):
     chmod = advice(out.stderr, "chmod -R u+w")
     assert chmod == f"chmod -R u+w {project_copy}"  # the checkout the harness runs from
     assert _harness(project_copy, "status").stdout == "vendor_stub/ is at stage 'baseline'\n"
+    subprocess.run(shlex.split(chmod), check=True)  # typed as printed; then the command goes through
+    assert _harness(project_copy, "apply", "quickwin").stdout == "vendor_stub/ is at stage 'quickwin'\n"
+    assert _harness(project_copy, "apply", "baseline").returncode == 0
 
 
 def test_every_cli_refusal_is_one_line(project_copy):
