@@ -173,6 +173,7 @@ def run_release(
     result.cells = [Cell(a.patch, a.how) for a in applied]
     compared = result.cells + [result.stub]
     trees = [derivation.files(derivation.base_commit(version))] + [derivation.files(a.commit) for a in applied]
+    step(version, f"lint, compile and import {len(trees)} files (unpatched and each prefix)")
     for cell, tree in zip(result.cells, trees[1:]):
         cell.lint = [str(f) for f in new_findings(trees[0], tree)]
     modules = []
