@@ -650,7 +650,7 @@ def test_every_cli_refusal_is_one_line(project_copy):
         assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
 
 
-@pytest.mark.parametrize("delay", [0.5, 3.0])
+@pytest.mark.parametrize("delay", [0.5, pytest.param(3.0, marks=pytest.mark.slow)])
 def test_ctrl_c_is_one_line_and_leaves_a_stage(project_copy, delay):
     # Wherever the interrupt lands (imports, materializing, writing), one line, and vendor_stub/ is
     # exactly one stage afterwards: the one it was at or the one asked for.
