@@ -659,8 +659,11 @@ def test_ctrl_c_is_one_line_and_leaves_a_stage(project_copy, delay):
 
     final = Series(project_copy).names()[-1]
     env = {**os.environ, "PYTHONPATH": str(project_copy)}
+    # SIGINT as a terminal delivers it: a test run in the background inherits it ignored, and Python then
+    # installs no KeyboardInterrupt handler at all.
     proc = subprocess.Popen([sys.executable, "-m", "harness", "apply", final], cwd=project_copy, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
