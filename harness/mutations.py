@@ -51,8 +51,9 @@ MUTATIONS = (
              "tl.minimum(longest + KV_EXTRA - 1, WIDTH)"),
     Mutation("page_table_1: tail stores one column too many", "mask=tail < tl.where(rows > d, max_seqlen_k, 0)",
              "mask=tail <= tl.where(rows > d, max_seqlen_k, 0)"),
+    # Within the row: a store past the table's width would crash the interpreter, not fail a comparison.
     Mutation("page_table_1: body stores past max_seqlen_k", "row_body_end = tl.where(rows > d, body_end, 0)",
-             "row_body_end = tl.where(rows > d, body_end + 16, 0)"),
+             "row_body_end = tl.where(rows > d, tl.minimum(body_end + 16, WIDTH), 0)"),
     Mutation("page_table_1: body aligned to 32, tail still 16", "body_end = (max_seqlen_k // 16) * 16",
              "body_end = (max_seqlen_k // 32) * 32"),
     Mutation("nsa_cache_seqlens: topk clamp one short", "tl.minimum(expanded, TOPK)", "tl.minimum(expanded, TOPK - 1)"),
