@@ -9,19 +9,29 @@ PY      := $(VENV)/bin/python
 # Stage names straight from patches/series (no Python needed before setup): NNNN-name.patch -> name.
 STAGES  := baseline $(shell sed -e 's/\#.*//' patches/series | sed -n 's/^ *[0-9]*-\(.*\)\.patch *$$/\1/p')
 
-.PHONY: setup test status unapply refresh verify ops upstream-check upstream-report export bench bench-compare \
+.PHONY: setup test test-slow test-all status unapply refresh verify ops upstream-check upstream-report export bench bench-compare \
 	bench-smoke bench-prepare bench-record bench-gpu report $(addprefix apply-,$(STAGES))
 
 setup: $(VENV)/.installed
-# The editable install makes `python -m harness` work from any directory of the checkout.
+# The editable install makes `python -m harness` work from any directory of the checkout. pip is not
+# silenced: the install takes minutes (torch, triton), and its progress is what shows it is working.
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $@
 
+# Test tiers (markers in pyproject.toml). `make test` is the fast tier, the usage line: every stage x
+# mode on a representative matrix, the kernel, the machinery. `make test-slow` is the rest (the whole
+# matrix, the fuzz, every release's real file, the planted bugs). `make test-all` is both, each test
+# once; CI runs `make test` then `make test-slow`.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+test-all: test test-slow
 
 status: setup
 	@$(PY) -m harness status

@@ -8,11 +8,28 @@ stands (the `worktree` pseudo-stage) when it holds edits not refreshed into a pa
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 
-from .env import triton_device
+INTERRUPTED = "interrupted: vendor_stub/ and patches/ are as before or as after, never between (`make status` says where)"
+
+
+def _interrupted_in_one_line(kind, value, traceback):
+    """Ctrl-C, wherever it lands (imports included), is one line, not a traceback. The exception has
+    already unwound through the rollbacks of apply and refresh; Python then exits by SIGINT, as a
+    shell expects of an interrupted command."""
+    if issubclass(kind, KeyboardInterrupt):
+        print(INTERRUPTED, file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, value, traceback)
+
+
+if __name__ == "__main__":
+    sys.excepthook = _interrupted_in_one_line
+
+from .env import triton_device  # noqa: E402
 
 triton_device("cpu")  # before triton is imported: the CLI runs on CPU unless NSA_DEVICE=cuda
 
@@ -131,15 +148,22 @@ def cmd_export(args):
 
 
 def cmd_mutations(args):
-    from .mutations import check_all
+    from .mutations import MUTATIONS, MutationCheckError, check, check_applicable
 
-    outcomes = check_all(args.device)
-    table = "\n".join(
-        f"{'caught' if o.caught else 'SURVIVED':>8}  {o.mutation:<55} {o.caught_by or ''}" for o in outcomes
-    )
+    outcomes = []
+    try:
+        check_applicable()  # refuses, naming each, if a mutation does not apply: before minutes of work
+        for mutation in MUTATIONS:  # a line as each finishes: the whole check takes minutes
+            o = check(mutation, args.device)
+            outcomes.append(o)
+            if not args.json:
+                print(f"{'caught' if o.caught else 'SURVIVED':>8}  {o.mutation:<55} {o.caught_by or ''}", flush=True)
+    except MutationCheckError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     survived = [o.mutation for o in outcomes if not o.caught]
-    table += f"\n{len(outcomes) - len(survived)} of {len(outcomes)} planted kernel bugs caught"
-    _emit(args, [o.__dict__ for o in outcomes], table + (f"; survived: {', '.join(survived)}" if survived else ""))
+    summary = f"{len(outcomes) - len(survived)} of {len(outcomes)} planted kernel bugs caught"
+    _emit(args, [o.__dict__ for o in outcomes], summary + (f"; survived: {', '.join(survived)}" if survived else ""))
     return 1 if survived else 0
 
 
@@ -194,6 +218,24 @@ def main(argv=None) -> int:
     except (SeriesError, ReplayInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only checkout, a full disk: one line, and nothing was half-written
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(e: OSError) -> str:
+    """What could not be written, why, and how to make the checkout writable."""
+    from .loader import REPO_ROOT
+
+    where = e.filename or "a file"
+    try:
+        where = os.path.relpath(where, REPO_ROOT) if os.path.isabs(where) else where
+    except ValueError:
+        pass
+    text = f"cannot write {where}: {e.strerror or e}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        text += f"; this command writes into the checkout: make it writable (`chmod -R u+w {REPO_ROOT}`) and retry"
+    return text
 
 
 if __name__ == "__main__":

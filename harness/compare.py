@@ -39,7 +39,7 @@ def captured_state(backend) -> dict[str, object]:
 
 
 def first_mismatch(expected: dict[str, object], actual: dict[str, object]) -> Mismatch | None:
-    for name in expected.keys() | actual.keys():
+    for name in sorted(expected.keys() | actual.keys()):  # sorted: the same first mismatch on every run
         if name not in expected or name not in actual:
             return Mismatch(name, "missing", expected=name in expected, actual=name in actual)
     for name in sorted(expected):

@@ -3,8 +3,14 @@
 A matrix that passes a buggy kernel proves nothing about a correct one. Each mutation below is a
 one-token slip a reviewer could miss (an off-by-one mask, `//` for `>>`, a dropped carry); each is
 applied to the final stage's kernel in a scratch build, then the named scenario matrix is replayed
-against baseline until a buffer differs (caught) or the matrix ends (survived). A mutant that
-raises is caught too: its replay fails. CI runs it (tests/test_mutations.py); so does
+against baseline until a buffer differs (caught) or the matrix ends (survived). A mutant whose
+replay raises where baseline's does not is caught too: the lockstep comparison records that as its
+verdict.
+
+The check can fail, and never counts what it did not see as caught: a mutation whose original text
+does not occur exactly once in the final kernel is refused before anything runs (a kernel edit must
+not silently disarm it), and a check process that ends without a verdict (a crash, an import error)
+raises `MutationCheckError` naming the mutation. CI runs it (tests/test_mutations.py); so does
 `python -m harness mutations`.
 """
 
@@ -45,8 +51,9 @@ MUTATIONS = (
              "max_seqlen_k = tl.minimum(longest - 1, WIDTH)"),
     Mutation("page_table_1: tail stores one column too many", "mask=tail < tl.where(rows > d, max_seqlen_k, 0)",
              "mask=tail <= tl.where(rows > d, max_seqlen_k, 0)"),
+    # Within the row: a store past the table's width would crash the interpreter, not fail a comparison.
     Mutation("page_table_1: body stores past max_seqlen_k", "row_body_end = tl.where(rows > d, body_end, 0)",
-             "row_body_end = tl.where(rows > d, body_end + 16, 0)"),
+             "row_body_end = tl.where(rows > d, tl.minimum(body_end + 16, WIDTH), 0)"),
     Mutation("page_table_1: body aligned to 32, tail still 16", "body_end = (max_seqlen_k // 16) * 16",
              "body_end = (max_seqlen_k // 32) * 32"),
     Mutation("nsa_cache_seqlens: topk clamp one short", "tl.minimum(expanded, TOPK)", "tl.minimum(expanded, TOPK - 1)"),
@@ -63,6 +70,10 @@ MUTATIONS = (
 )
 
 
+class MutationCheckError(RuntimeError):
+    """The check could not give a verdict for a mutation: it is neither caught nor survived."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     mutation: str
@@ -73,24 +84,35 @@ class Outcome:
         return self.caught_by is not None
 
 
-def load_mutant(mutation: Mutation, series: Series | None = None):
-    """The final stage with `mutation` applied to its kernel, imported as a module of its own."""
+def mutant_files(mutation: Mutation, series: Series | None = None) -> dict[str, bytes]:
+    """The final stage's files with `mutation` applied to its kernel; SeriesError unless it applies once."""
     series = series or Series()
     files = series.materialize(stages.final())
     kernel = files[KERNEL].decode()
-    if kernel.count(mutation.original) != 1:
+    found = kernel.count(mutation.original)
+    if found != 1 or mutation.mutant == mutation.original:
+        why = f"occurs {found} times" if found != 1 else "is its own mutant"
         raise SeriesError(
-            f"mutation '{mutation.name}': {mutation.original!r} occurs {kernel.count(mutation.original)} "
-            f"times in {KERNEL} at stage '{stages.final()}', not once: update harness/mutations.py"
+            f"mutation '{mutation.name}': {mutation.original!r} {why} in {KERNEL} at stage "
+            f"'{stages.final()}', not once: the mutation would plant nothing; update harness/mutations.py"
         )
     files[KERNEL] = kernel.replace(mutation.original, mutation.mutant).encode()
+    return files
+
+
+def load_mutant(mutation: Mutation, series: Series | None = None):
+    """The final stage with `mutation` applied to its kernel, imported as a module of its own."""
+    files = mutant_files(mutation, series)
     digest = hashlib.sha256(b"".join(k.encode() + v for k, v in sorted(files.items()))).hexdigest()[:12]
     folder = MUTANTS_DIR / digest
     if not folder.exists():  # written aside then renamed, as stages.load does
         staging = folder.with_name(f".{digest}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         write_tree(staging, files)
-        staging.rename(folder)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process won the race with identical content
+            shutil.rmtree(staging, ignore_errors=True)
     return import_stub(f"nsa_mutant_{digest}", folder / STUB_DIR)
 
 
@@ -106,24 +128,48 @@ def _check_in_process(mutation: Mutation, device: str) -> Outcome:
 
 
 def check(mutation: Mutation, device: str = "cpu") -> Outcome:
-    """Run one mutant in a process of its own: a mutant may write out of bounds and crash it."""
-    index = MUTATIONS.index(mutation)
+    """Run one mutant in a process of its own: a mutant may write out of bounds and crash it.
+
+    Raises SeriesError when the mutation does not apply (before anything runs), and
+    MutationCheckError when the process ends without a verdict: a crash proves nothing about the
+    matrix, so it is never counted as caught.
+    """
+    mutant_files(mutation)
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.mutations", str(index), device],
+        [sys.executable, "-m", "harness.mutations", json.dumps(asdict(mutation)), device],
         cwd=REPO_ROOT, capture_output=True, text=True,
     )
-    if proc.returncode == 0:
-        return Outcome(**json.loads(proc.stdout.strip().splitlines()[-1]))
-    last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]
-    return Outcome(mutation.name, f"crashed the replay process (exit {proc.returncode}): {last}")
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return Outcome(**json.loads(lines[-1]))
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    raise MutationCheckError(
+        f"mutation '{mutation.name}': the check process ended without a verdict (exit {proc.returncode}): {last}"
+    )
+
+
+def check_applicable(mutations: tuple[Mutation, ...] = MUTATIONS) -> None:
+    """SeriesError naming every mutation that does not apply exactly once to the final kernel."""
+    series = Series()
+    problems = []
+    for mutation in mutations:
+        try:
+            mutant_files(mutation, series)
+        except SeriesError as e:
+            problems.append(str(e))
+    if problems:
+        raise SeriesError("; ".join(problems))
 
 
 def check_all(device: str = "cpu") -> list[Outcome]:
+    """Every mutation's outcome; refuses before running any if one of them does not apply."""
+    check_applicable()
     return [check(m, device) for m in MUTATIONS]
 
 
-if __name__ == "__main__":  # one mutant: python -m harness.mutations <index> [device]
-    if not os.environ.get("TRITON_INTERPRET") and (sys.argv[2:] or ["cpu"])[0] == "cpu":
+if __name__ == "__main__":  # one mutant: python -m harness.mutations '<Mutation as JSON>' [device]
+    device = (sys.argv[2:] or ["cpu"])[0]
+    if not os.environ.get("TRITON_INTERPRET") and device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
-    outcome = _check_in_process(MUTATIONS[int(sys.argv[1])], (sys.argv[2:] or ["cpu"])[0])
+    outcome = _check_in_process(Mutation(**json.loads(sys.argv[1])), device)
     print(json.dumps(asdict(outcome)))

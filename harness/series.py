@@ -29,6 +29,9 @@ STUB_DIR = "vendor_stub"
 PATCH_DIR = "patches"
 BASELINE = "baseline"
 SET_ASIDE = f"git stash push -u -- {STUB_DIR}"  # -u: files a patch adds are untracked
+# The stash holds the stage and the edits against HEAD (baseline): it pops cleanly only at baseline,
+# where `status` then finds the stage again ("stage S plus edits").
+BRING_BACK = "`make unapply` then `git stash pop` bring them back"
 
 Files = dict[str, bytes]  # repo-relative path -> exact bytes
 
@@ -178,6 +181,16 @@ def _check_pristine(files: Files) -> None:
                 f"'{region['name']}' differs): commit {STUB_DIR}/ only at baseline; restore it with "
                 f"`git checkout <last good commit> -- {STUB_DIR}` and commit"
             )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write beside `path`, then rename over it: a reader (or an interrupt) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _compare(stage: Files, tree: Files) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -380,9 +393,32 @@ class Series:
                 broken=broken,
             )
         if recorded in available:
-            return Status(recorded, "edits", *compared[recorded], broken=broken)
+            stage = self._holds_higher_stage(recorded, available, current) or recorded
+            return Status(stage, "edits", *compared[stage], broken=broken)
         nearest = min(available, key=lambda n: _changed_lines(self.materialize(n), current))  # ties: the lower
         return Status(nearest, "edits", *compared[nearest], broken=broken, left_at=recorded)
+
+    def _holds_higher_stage(self, recorded: str, available: list[str], tree: Files) -> str | None:
+        """The stage above `recorded` that `tree` is plus edits, if any (else None).
+
+        A stash popped at baseline brings back a stage and its edits while the last apply left
+        baseline. A stage S qualifies when the tree changes every file S changes (relative to the
+        recorded stage) and is nearer to S than to the recorded stage in changed lines; the nearest
+        such S wins (ties: the higher). Edits typed at the recorded stage stay its own: they are
+        nearer to it than to any patch above it.
+        """
+        below = self.materialize(recorded)
+        own = _changed_lines(below, tree)
+        best, best_lines = None, own
+        for name in available[available.index(recorded) + 1 :]:
+            stage = self.materialize(name)
+            changed = {p for p in stage.keys() | below.keys() if stage.get(p) != below.get(p)}
+            if not changed or any(tree.get(p) == below.get(p) for p in changed):
+                continue
+            lines = _changed_lines(stage, tree)
+            if lines <= best_lines and (best is not None or lines < own):
+                best, best_lines = name, lines
+        return best
 
     def worktree_note(self) -> str:
         """One line when vendor_stub/ is not exactly a stage: stage verdicts do not cover what it holds."""
@@ -402,7 +438,10 @@ class Series:
             keep = f"keep them in {self._patch_path(status.reauthoring or status.stage).name} with `make refresh`, or "
         else:
             keep = ""
-        raise SeriesError(f"refusing to {action}: {status.state()}; {keep}set them aside with `{SET_ASIDE}` and retry")
+        raise SeriesError(
+            f"refusing to {action}: {status.state()}; {keep}set them aside with `{SET_ASIDE}` and retry "
+            f"({BRING_BACK})"
+        )
 
     # -- moving --------------------------------------------------------------------------------
     def apply(self, name: str, reauthor: bool = False) -> Status:
@@ -529,7 +568,9 @@ class Series:
                 "no patch is applied: add the new patch's file name to patches/series, "
                 "`make apply-<it>` is then an empty patch to refresh into"
                 if status.clean
-                else f"refusing to refresh: {status.state()}; name a new patch in patches/series, then `make refresh`"
+                else f"refusing to refresh: {status.state()}; a new patch sits on top of the series: set the "
+                f"edits aside with `{SET_ASIDE}`, name the patch in patches/series, `make apply-<it>` and "
+                "make them there"
             )
         if status.left_at is not None:  # refreshing a guess could fold other patches into this one
             return (
@@ -563,18 +604,23 @@ class Series:
         patch_path = self._patch_path(target)
         old_text = patch_path.read_bytes()
         _, first_broken_before, _ = self.reachable()
-        patch_path.write_bytes(
-            self._header(old_text) + self.diff(self.materialize(self.names()[index - 1]), self.worktree()).encode()
-        )
-        self._materialized.clear()
-        available, first_broken, broken = self.reachable()
-        names = self.names()
-        breaks_later = first_broken and (
-            not first_broken_before or names.index(first_broken) < names.index(first_broken_before)
-        )
-        if target not in available or breaks_later or self.status() != Status(target, broken=broken):
+        new_text = self._header(old_text) + self.diff(self.materialize(self.names()[index - 1]), self.worktree()).encode()
+        try:
+            _write_atomically(patch_path, new_text)
+            self._materialized.clear()
+            available, first_broken, broken = self.reachable()
+            names = self.names()
+            breaks_later = first_broken and (
+                not first_broken_before or names.index(first_broken) < names.index(first_broken_before)
+            )
+            reproduces = target in available and not breaks_later and self.status() == Status(target, broken=broken)
+        except BaseException:  # Ctrl-C while checking: the old patch back, the series as it was
+            _write_atomically(patch_path, old_text)
+            self._materialized.clear()
+            raise
+        if not reproduces:
             # never leave a series that does not reproduce the tree
-            patch_path.write_bytes(old_text)
+            _write_atomically(patch_path, old_text)
             self._materialized.clear()
             if not breaks_later:
                 raise SeriesError(

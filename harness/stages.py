@@ -12,6 +12,7 @@ and never spells a stage name, so a patch appended to patches/series needs no ed
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -30,6 +31,8 @@ BASELINE = "baseline"  # vendor_stub/ as committed: the reference every stage is
 WORKTREE = "worktree"
 # The module, relative to the stub package, holding a stage's Triton kernel and its launch object.
 # Newest layout first; the older one is still what earlier builds and checkouts hold.
+# touching()'s traces, per tree (stage contents and harness code): tracing takes seconds, collection asks.
+TOUCHING_CACHE = BUILD_DIR.parent / "touching"
 KERNEL_MODULES = (".nsa.cuda_graph_metadata", ".nsa.target_verify_metadata", ".nsa_target_verify_metadata")
 
 
@@ -75,9 +78,43 @@ def touching(mode: str) -> list[str]:
 
     if mode not in MODES:
         raise ValueError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+    return list(_touching_by_mode()[mode])
+
+
+@lru_cache(maxsize=None)
+def _touching_by_mode() -> dict[str, list[str]]:
+    """touching() for every mode, traced once per tree: the trace runs every stage in every mode
+    (about 13 s under the interpreter), and test collection asks for it. Cached in build/, keyed by
+    every stage's content and the harness code that drives the replay, so any change re-traces."""
+    from .runner import MODES
+
     order = names()
-    traces = [_replay_lines(load(name), mode) for name in order]
-    return [name for name, before, after in zip(order[1:], traces, traces[1:]) if before != after]
+    key = hashlib.sha256(json.dumps(_stage_ids(order)).encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        key.update(source.read_bytes())
+    cache = TOUCHING_CACHE / f"{key.hexdigest()[:16]}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    result = {}
+    for mode in MODES:
+        traces = [_replay_lines(load(name), mode) for name in order]
+        result[mode] = [name for name, before, after in zip(order[1:], traces, traces[1:]) if before != after]
+    staging = cache.with_name(f".{cache.name}.{os.getpid()}")  # written aside then renamed, as load() does
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.write_text(json.dumps(result))
+    staging.replace(cache)
+    return result
+
+
+def _stage_ids(order: list[str]) -> list[str]:
+    """Each stage's name and content digest (the built folder's name on a machine without git)."""
+    if use_build():
+        index = built_index()
+        return [index[name] for name in order]
+    from .series import Series
+
+    series = Series()
+    return [f"{name}-{series.digest(name)}" for name in order]
 
 
 @lru_cache(maxsize=None)

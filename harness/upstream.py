@@ -264,12 +264,16 @@ def lint_report(before: dict[str, bytes], after: dict[str, bytes]) -> dict[str, 
     }
 
 
-def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bool = False) -> ReleaseResult:
-    """Derive, compile, load and replay one release; every scenario on every prefix in lockstep."""
+def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bool = False, step=None) -> ReleaseResult:
+    """Derive, compile, load and replay one release; every scenario on every prefix in lockstep.
+
+    step(version, what): called as each part starts (a line of progress: a release takes minutes)."""
+    step = step or (lambda version, what: None)
     from .upstream_exec import StandinError, load_release
     from .verify import compare_lockstep
 
     result = ReleaseResult(version)
+    step(version, "deriving the series")
     try:
         release = derivation.table.release(version)
         applied = derivation.derive(version)
@@ -279,6 +283,7 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
     result.cells = [Cell(a.patch, a.how) for a in applied]
     compared = result.cells + [result.stub]
     trees = [derivation.files(derivation.base_commit(version))] + [derivation.files(a.commit) for a in applied]
+    step(version, f"lint, compile and import {len(trees)} files (unpatched and each prefix)")
     for cell, tree in zip(result.cells, trees[1:]):
         cell.lint = [str(f) for f in new_findings(trees[0], tree)]
     modules = []
@@ -301,7 +306,8 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
             modules.append(None)
     reference, peers = modules[0], modules[1:] + [stub]
 
-    for scenario in scenarios:
+    for i, scenario in enumerate(scenarios, 1):
+        step(version, f"scenario {i}/{len(scenarios)} {scenario.name}")
         live = {cell.patch: module for cell, module in zip(compared, peers) if module is not None and not cell.failure}
         try:
             verdicts = compare_lockstep(reference, live, scenario)
@@ -366,8 +372,10 @@ def trace_code_path(module, scenarios) -> dict[str, list[str]]:
     return out
 
 
-def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None) -> dict:
-    """The whole check: pinned regions, then every release x patch. JSON-ready."""
+def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None, step=None) -> dict:
+    """The whole check: pinned regions, then every release x patch. JSON-ready.
+
+    progress(result) after each release, step(version, what) as each part of one starts."""
     from . import stages
     from .scenarios import matrix
 
@@ -380,7 +388,7 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
         for version in versions or ():
             derivation.table.release(version)  # an unknown or replaced version stops here, with why
         for version in versions or derivation.table.versions:
-            result = run_release(derivation, version, scenarios, stub, trace)
+            result = run_release(derivation, version, scenarios, stub, trace, step)
             results.append(result)
             if progress:
                 progress(result)
@@ -534,8 +542,12 @@ def main(argv=None) -> int:
             state = result.error or ", ".join(f"{c.patch.split('-')[0]} {c.describe()}" for c in result.cells)
             print(f"  {result.version:>12}: {state}", file=sys.stderr, flush=True)
 
+    def step(version: str, what: str) -> None:
+        if not args.json:
+            print(f"  {version:>12}  {what}", file=sys.stderr, flush=True)
+
     try:
-        report = run_matrix(args.version, scenarios, args.trace, progress)
+        report = run_matrix(args.version, scenarios, args.trace, progress, step)
     except SeriesError as e:  # ReleaseError included: one line, what is wrong and how to fix it
         print(f"error: {e}", file=sys.stderr)
         return 2

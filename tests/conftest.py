@@ -65,3 +65,11 @@ def real_releases():
                 for tree, label in ((derivation.files(c), label) for c, label in zip(commits, ("unpatched", "series")))
             )
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    # The real files come from sglang's wheels (the cache, else PyPI): whoever uses them needs the network
+    # on a fresh machine, and says so by the `network` marker (`-m "not network"` runs offline).
+    for item in items:
+        if "real_releases" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.network)

@@ -85,8 +85,17 @@ def test_unpatched_runner_and_backends_without_recorder_are_untouched(offers_rec
     assert backend.events == [("capture", 4, mode), ("forward", 4), ("forward", 4), ("captured forward", 4)]
 
 
-@pytest.mark.parametrize("scenario", [s for s in matrix() if s.mode in ("target_verify", "decode")][::3],
-                         ids=lambda s: s.name)
+def _recorded_scenarios() -> list:
+    """Every third target-verify and decode scenario; the fast tier keeps the first of each mode x page size."""
+    chosen = [s for s in matrix() if s.mode in ("target_verify", "decode")][::3]
+    fast = {}
+    for s in chosen:
+        if max(s.capture_bs) <= 8:
+            fast.setdefault((s.mode, s.page_size), s)
+    return [pytest.param(s, id=s.name, marks=() if s in fast.values() else pytest.mark.slow) for s in chosen]
+
+
+@pytest.mark.parametrize("scenario", _recorded_scenarios())
 def test_recorded_graphs_are_bit_exact_against_baseline(scenario):
     ref = scenario.runner(stages.load(stages.BASELINE))
     got = scenario.runner(stages.load(stages.final()))

@@ -19,11 +19,6 @@ def test_demo_runs_on_cpu_and_its_recorded_replays_are_bit_exact():
     assert result["issue_11"]["met"] == all(r["in_graph_extra_us"] <= 2.0 for r in result["host"])
 
 
-def test_capture_list_is_sglangs_speculative_one_up_to_256():
-    assert graph_demo.CAPTURE_BS[:9] == (1, 2, 3, 4, 5, 6, 7, 8, 10) and graph_demo.CAPTURE_BS[-1] == 256
-    assert len(graph_demo.CAPTURE_BS) == 51
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU, run python3 -m bench.graph_demo OUT.json")
 def test_main_refuses_without_a_gpu(tmp_path):
     with pytest.raises(SystemExit, match="needs a GPU"):

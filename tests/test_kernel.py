@@ -16,6 +16,7 @@ from harness import stages
 from harness.env import triton_device
 
 DEVICE = triton_device()
+SLOW = pytest.mark.slow  # wide tables and big batches: minutes under the interpreter (make test-slow)
 
 OUTPUTS = ("cache_seqlens_int32", "cu_seqlens_k", "nsa_seqlens_expanded", "nsa_cache_seqlens_int32",
            "nsa_cu_seqlens_k", "page_table_1", "real_page_table")
@@ -109,9 +110,9 @@ def batch(bs, draft, width, pool_rows, seed, dtype=torch.int32, padded=0):
         (7, 7, 64, 1000, 48, 0, torch.int32),
         (4, 8, 1, 256, 4096, 2, torch.int32),  # padded batch: two slots of fill value
         (8, 2, 64, 320, 48, 7, torch.int64),  # all but one slot padding
-        (64, 2, 64, 10_000, 2048, 0, torch.int32),  # more column blocks than column programs: each program strides
-        (1, 4, 64, 131_072 + 64, 2048, 0, torch.int64),  # a very wide table: 128k context
-        (200, 16, 1, 64, 4096, 3, torch.int32),  # long drafts, a batch scanned in chunks
+        pytest.param(64, 2, 64, 10_000, 2048, 0, torch.int32, marks=SLOW),  # more column blocks than column programs
+        pytest.param(1, 4, 64, 131_072 + 64, 2048, 0, torch.int64, marks=SLOW),  # a very wide table: 128k context
+        pytest.param(200, 16, 1, 64, 4096, 3, torch.int32, marks=SLOW),  # long drafts, a batch scanned in chunks
     ],
 )
 def test_launch_matches_plain_torch(kernel, bs, draft, page_size, width, topk, padded, dtype):
@@ -147,8 +148,8 @@ def test_shorter_replay_keeps_the_longer_ones_columns(kernel):
         (5, 3, 1, 17, 4096, "random"),  # odd width below one 16-column body
         (5, 4, 64, 333, 40, "all-D"),  # odd width, partial last page
         (9, 4, 64, 1000, 48, "seq_len"),  # accept_length == seq_len: expanded lengths start at 1
-        (200, 16, 1, 64, 4096, "random"),  # long drafts, a batch scanned in chunks
-        (256, 4, 64, 700, 100, "random"),  # the largest captured bs
+        pytest.param(200, 16, 1, 64, 4096, "random", marks=SLOW),  # long drafts, a batch scanned in chunks
+        pytest.param(256, 4, 64, 700, 100, "random", marks=SLOW),  # the largest captured bs
     ],
 )
 def test_draft_extend_launch_matches_plain_torch(kernel, bs, draft, page_size, width, topk, accept):
@@ -178,8 +179,8 @@ def test_draft_extend_launch_matches_plain_torch(kernel, bs, draft, page_size, w
 
 @pytest.mark.parametrize(
     "bs, page_size, width, topk, dtype",
-    [(1, 64, 320, 48, torch.int32), (7, 1, 17, 4096, torch.int64), (64, 64, 10_000, 2048, torch.int32),
-     (256, 16, 1025, 500, torch.int64)],
+    [(1, 64, 320, 48, torch.int32), (7, 1, 17, 4096, torch.int64),
+     pytest.param(64, 64, 10_000, 2048, torch.int32, marks=SLOW), pytest.param(256, 16, 1025, 500, torch.int64, marks=SLOW)],
 )
 def test_decode_launch_matches_plain_torch(kernel, bs, page_size, width, topk, dtype):
     md = captured(bs, 1, page_size, width, seed=bs, mode="decode")

@@ -1,25 +1,36 @@
 """A stage appended to patches/series needs no edit anywhere else, and the suite covers it.
 
-A scratch clone of this tree gets one more patch, which only adds a comment; the role-parametrized
-tests then run there and must pick the new stage up on their own: bit-exact against baseline, its
-op counts, the roles (it becomes final(), and touches no mode), and the shipped launch object.
+A scratch clone of this tree gets one more patch, which only adds a comment. There the roles must
+pick it up on their own (it becomes final(), previous() is the old final stage, it touches no mode),
+the role-parametrized tests must select it in the fast tier (collected, not run: the suite is not
+run twice), and its own fast bit-exact and untouched-mode cases must pass.
 """
 
+import json
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import git
 import pytest
 
+from harness import stages
 from harness.runner import MODES
 from harness.series import STUB_DIR, Series
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_STAGE = "comment-only"
-ROLE_TESTS = ["tests/test_roles.py", "tests/test_counters.py", "tests/test_kernel.py", "tests/test_bad_input.py",
-              "tests/test_bit_exact.py"]
+ROLE_TESTS = ["tests/test_roles.py", "tests/test_counters.py", "tests/test_bad_input.py", "tests/test_bit_exact.py",
+              "tests/test_input_contract.py", "tests/test_lint.py"]
+ROLES = """
+import json
+from harness import stages
+from harness import stages
+from harness.runner import MODES
+new = stages.final()
+print(json.dumps({"names": stages.names(), "final": new, "previous": stages.previous(new),
+                  "touching": {mode: stages.touching(mode) for mode in MODES}}))
+"""
 
 
 def clone_with_extra_stage(dest: Path) -> None:
@@ -48,38 +59,45 @@ def clone_with_extra_stage(dest: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def clone_results(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+def clone(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("clone")
     clone_with_extra_stage(dest)
-    junit = dest / "junit.xml"
-    # The heavy matrix runs for the new stage only; every other role-parametrized test runs whole.
-    select = f"{NEW_STAGE} or not test_stage_bit_exact"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", "-k", select,
-         *ROLE_TESTS],
-        cwd=dest, capture_output=True, text=True,
-    )
-    outcomes = {}
-    for case in ET.parse(junit).iter("testcase"):
-        failed = case.find("failure") is not None or case.find("error") is not None
-        outcomes[case.get("name")] = "failed" if failed else "skipped" if case.find("skipped") is not None else "passed"
-    return proc, outcomes
+    return dest
 
 
-def test_suite_passes_with_the_new_stage(clone_results):
-    proc, outcomes = clone_results
+def _run(clone: Path, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], cwd=clone, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "failed" not in outcomes.values()
+    return proc
 
 
-def test_new_stage_is_covered_without_edits(clone_results):
-    _, outcomes = clone_results
-    covered = {name for name, outcome in outcomes.items() if NEW_STAGE in name and outcome == "passed"}
-    for test in ("test_stage_bit_exact", "test_stage_bit_exact_fuzz", "test_ops_do_not_grow_with_bs",
-                 "test_at_most_one_triton_launch"):
-        assert any(name.startswith(test + "[") for name in covered), (test, sorted(covered))
-    # a comment-only patch touches no mode: each mode's untouched-stage check runs for it
+def test_roles_select_the_new_stage(clone):
+    roles = json.loads(_run(clone, "-c", ROLES).stdout)
+    old_final = Series(ROOT).names()[-1]
+    assert roles["names"] == Series(ROOT).names() + [NEW_STAGE]
+    assert (roles["final"], roles["previous"]) == (NEW_STAGE, old_final)
+    # a comment touches no mode: the trace sees the same lines as on the stage below
+    here = {mode: stages.touching(mode) for mode in MODES}
+    assert roles["touching"] == here
+
+
+def test_fast_tier_selects_the_new_stage_without_edits(clone):
+    collected = _run(clone, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "-m", "not slow",
+                     *ROLE_TESTS).stdout.splitlines()
+    ids = {line.split("::", 1)[1] for line in collected if "::" in line and NEW_STAGE in line}
+    for test in ("test_stage_bit_exact", "test_ops_do_not_grow_with_bs", "test_at_most_one_triton_launch",
+                 "test_stage_adds_no_lint_finding", "test_int32_overflowing_length_is_refused_before_any_write"):
+        assert any(i.startswith(test + "[") for i in ids), (test, sorted(ids))
+    fast_modes = {mode for mode in ("tv-", "dec-", "dx-") if any(f"[{NEW_STAGE}-{mode}" in i for i in ids)}
+    assert fast_modes == {"tv-", "dec-", "dx-"}, sorted(ids)  # as the final stage, in every mode
     for mode in MODES:
-        assert f"test_untouched_modes_replay_the_same_ops[{NEW_STAGE}-{mode}]" in covered
-    # and it is now what the series ships: the final-stage tests ran against it
-    assert outcomes["test_final_stage_reads_no_host_lengths"] == "passed"
+        assert f"test_untouched_modes_replay_the_same_ops[{NEW_STAGE}-{mode}]" in ids
+
+
+@pytest.mark.slow
+def test_the_new_stages_own_fast_cases_pass(clone):
+    # Its bit-exact cases and untouched-mode op counts, run: what the suite would check of it.
+    out = _run(clone, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "-k",
+               f"{NEW_STAGE} and (test_stage_bit_exact or test_untouched_modes)", "tests/test_bit_exact.py",
+               "tests/test_roles.py").stdout
+    assert " passed" in out and "failed" not in out and "error" not in out, out[-2000:]

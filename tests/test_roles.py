@@ -20,10 +20,23 @@ def test_baseline_has_no_previous_stage():
         stages.previous(stages.BASELINE)
 
 
+def test_touching_cache_agrees_with_a_fresh_trace(tmp_path, monkeypatch):
+    # touching() is cached in build/ across runs; a cache that no longer matches the trace would move
+    # stages out of the bit-exact matrix unseen. Traced afresh into an empty cache folder, it must agree.
+    cached = {mode: stages.touching(mode) for mode in MODES}
+    monkeypatch.setattr(stages, "TOUCHING_CACHE", tmp_path)
+    stages._touching_by_mode.cache_clear()
+    try:
+        assert {mode: stages.touching(mode) for mode in MODES} == cached
+        assert len(list(tmp_path.glob("*.json"))) == 1
+    finally:
+        stages._touching_by_mode.cache_clear()
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_touching_is_a_series_ordered_subset(mode):
-    touched = stages.touching(mode)
-    assert touched == [s for s in stages.patched() if s in touched]
+def test_the_series_changes_every_modes_replay(mode):
+    # The series replaces every mode's replay: a trace that saw no stage touch one would be broken.
+    assert stages.touching(mode), mode
 
 
 def test_unknown_mode_is_refused():

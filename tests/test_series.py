@@ -139,10 +139,18 @@ def test_refresh_refuses_to_break_a_later_patch(repo):
     assert Series(repo).status() == Status("two")
 
 
-def test_refresh_at_baseline_is_refused(repo):
+def test_refresh_at_baseline_is_refused_and_its_advice_leads_to_a_new_patch(repo):
     (repo / STUB).write_text("x = 7\n")
-    with pytest.raises(SeriesError, match="no patch is applied|name a new patch"):
+    with pytest.raises(SeriesError, match="a new patch sits on top of the series") as refusal:
         Series(repo).refresh()
+    run_advice(repo, advice(str(refusal.value), "git stash push -u"))
+    (repo / "patches/0003-three.patch").write_text("Subject: three\n")  # "name the patch in patches/series"
+    with open(repo / "patches/series", "a") as f:
+        f.write("0003-three.patch\n")
+    assert run_advice(repo, advice(str(refusal.value), "make apply-<it>").replace("<it>", "three")).clean
+    (repo / STUB).write_text("x = 7\ny = 2\n")  # "make them there"
+    assert run_advice(repo, "make refresh") == "refreshed patches/0003-three.patch"
+    assert Series(repo).status() == Status("three")
 
 
 def test_new_patch_is_authored_by_refresh(repo):
@@ -220,6 +228,8 @@ def run_advice(repo: Path, command: str):
         return Series(repo).apply(words[1].removeprefix("apply-"))
     elif words == ["make", "refresh"]:
         return Series(repo).refresh()
+    elif words == ["make", "unapply"]:
+        return Series(repo).unapply()
     elif words[:4] == ["python", "-m", "harness", "apply"] and words[5:] == ["--reauthor"]:
         return Series(repo).apply(words[4], reauthor=True)
     else:
@@ -365,6 +375,42 @@ def test_edit_refusal_advice_works_as_printed(repo, choice):
         s.apply("one")
     run_advice(repo, advice(str(refusal.value), choice))
     assert Series(repo).apply("one").clean
+
+
+def test_stash_round_trip_works_as_printed(repo):
+    # The refusal's own route: set the edits aside, move, come back, and the edits are "stage two plus
+    # edits" again (not "baseline plus edits"), so `make refresh` folds them into patch two.
+    s = Series(repo)
+    s.apply("two")
+    edited = "x = 1\ny = 2\n# mine\n"
+    (repo / STUB).write_text(edited)
+    with pytest.raises(SeriesError, match="refusing to move to 'one'") as refusal:
+        s.apply("one")
+    message = str(refusal.value)
+    run_advice(repo, advice(message, "git stash push -u"))
+    assert run_advice(repo, "make apply-one").clean  # "and retry"
+    run_advice(repo, advice(message, "make unapply"))
+    run_advice(repo, advice(message, "git stash pop"))
+    status = Series(repo).status()
+    assert (status.stage, status.kind, status.modified, status.left_at) == ("two", "edits", (STUB,), None)
+    assert status.describe() == "vendor_stub/ holds local edits on top of stage 'two': modified vendor_stub/mod.py"
+    assert run_advice(repo, advice(message, "make refresh")) == "refreshed patches/0002-two.patch"
+    assert Series(repo).status() == Status("two")
+    assert Series(repo).apply("one").clean and Series(repo).apply("two").clean
+    assert (repo / STUB).read_text() == edited
+
+
+def test_edits_typed_at_a_stage_stay_on_that_stage(repo):
+    # Touching the same file as a higher patch does not move the edits there: they are nearer home.
+    s = Series(repo)
+    s.apply("one")
+    (repo / STUB).write_text("x = 1\ny = 0\n# mine\n")
+    assert s.status().stage == "one"
+    s = Series(repo)
+    (repo / STUB).write_text(V1)
+    s.unapply()
+    (repo / STUB).write_text("x = 0\ny = 0\n# mine\n")
+    assert Series(repo).status().stage == "baseline"
 
 
 def break_patch_two(repo):
@@ -577,3 +623,77 @@ def test_refresh_would_rewrite_each_committed_patch_byte_for_byte(tmp_path, monk
     for below, stage in zip(names, names[1:]):
         text = s.patch_text(stage)
         assert Series._header(text) + s.diff(s.materialize(below), s.materialize(stage)).encode() == text, stage
+
+
+# -- the CLI's one-line answers: refusals, a read-only checkout, Ctrl-C ------------------------------
+
+
+def _harness(project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=project, env=env, capture_output=True,
+                          text=True, **kwargs)
+
+
+# Runs the CLI with every write under vendor_stub/ failing as on a read-only checkout (the tests run as
+# root, for whom permission bits do not stop a write).
+READ_ONLY = """
+import errno, os, runpy, sys
+real_open = os.open
+def read_only(path, *args, **kwargs):
+    if "vendor_stub" in str(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    return real_open(path, *args, **kwargs)
+os.open = read_only
+sys.argv = ["harness", *sys.argv[1:]]
+runpy.run_module("harness", run_name="__main__")
+"""
+
+
+def test_read_only_checkout_gets_one_line_and_keeps_the_stage(project_copy):
+    env = {**os.environ, "PYTHONPATH": str(project_copy)}
+    out = subprocess.run([sys.executable, "-c", READ_ONLY, "apply", "quickwin"], cwd=project_copy, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert re.match(r"error: cannot write vendor_stub/\S+: Permission denied; .*make it writable", out.stderr)
+    chmod = advice(out.stderr, "chmod -R u+w")
+    assert chmod == f"chmod -R u+w {project_copy}"  # the checkout the harness runs from
+    assert _harness(project_copy, "status").stdout == "vendor_stub/ is at stage 'baseline'\n"
+    subprocess.run(shlex.split(chmod), check=True)  # typed as printed; then the command goes through
+    assert _harness(project_copy, "apply", "quickwin").stdout == "vendor_stub/ is at stage 'quickwin'\n"
+    assert _harness(project_copy, "apply", "baseline").returncode == 0
+
+
+def test_every_cli_refusal_is_one_line(project_copy):
+    for args in (["apply", "nope"], ["apply", "baseline", "--reauthor"], ["refresh"]):
+        out = _harness(project_copy, *args)
+        assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+@pytest.mark.parametrize("delay", [0.5, pytest.param(3.0, marks=pytest.mark.slow)])
+def test_ctrl_c_is_one_line_and_leaves_a_stage(project_copy, delay):
+    # Wherever the interrupt lands (imports, materializing, writing), one line, and vendor_stub/ is
+    # exactly one stage afterwards: the one it was at or the one asked for.
+    import signal
+    import time
+
+    final = Series(project_copy).names()[-1]
+    env = {**os.environ, "PYTHONPATH": str(project_copy)}
+    # SIGINT as a terminal delivers it: a test run in the background inherits it ignored, and Python then
+    # installs no KeyboardInterrupt handler at all.
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "apply", final], cwd=project_copy, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    try:
+        if proc.returncode == 0:
+            pytest.skip(f"apply finished within {delay} s: nothing to interrupt")
+        assert proc.returncode == -signal.SIGINT, (proc.returncode, stderr)
+        from harness.__main__ import INTERRUPTED
+
+        assert stderr == INTERRUPTED + "\n"
+        status = _harness(project_copy, "status").stdout
+        assert status in (f"vendor_stub/ is at stage '{s}'\n" for s in ("baseline", final)), status
+    finally:
+        assert _harness(project_copy, "apply", "baseline").returncode == 0

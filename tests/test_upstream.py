@@ -41,12 +41,16 @@ def assert_all_exact(report: dict) -> None:
                 release["version"], cell)
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_every_release_subset_bit_exact():
     report = run_matrix(scenarios=scenarios_named(CI_SCENARIOS))
     assert [r["version"] for r in report["releases"]] == Table.load().versions
     assert_all_exact(report)
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_reference_release_matrix_and_stub_reproduces_it():
     scenarios = [s for s in matrix() if max(s.capture_bs) <= 8]
     report = run_matrix(["0.5.6"], scenarios)
@@ -116,6 +120,7 @@ def synthetic_series(tmp_path: Path, edit) -> Series:
     return series
 
 
+@pytest.mark.network
 def test_conflict_without_resolution_names_release_patch_and_hunk(tmp_path):
     # Edits the line 0.5.7 changed (the replay's draft-extend condition): a true conflict there.
     def edit(text: str) -> str:
@@ -159,6 +164,7 @@ def python_files(root: Path) -> list[Path]:
     return [p for top in upstream_roots() for p in ([root / top] if top.endswith(".py") else (root / top).rglob("*.py"))]
 
 
+@pytest.mark.network
 @pytest.mark.parametrize("version", Table.load().versions)
 def test_export_git_am_and_quilt_push(exported, version, tmp_path):
     out, series_by_version = exported
@@ -215,6 +221,8 @@ from harness.verify import compare_lockstep  # noqa: E402
 FUZZED_RELEASES = REAL_RELEASES
 
 
+@pytest.mark.slow
+@pytest.mark.network
 @pytest.mark.parametrize("version", FUZZED_RELEASES)
 @settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])
