@@ -138,9 +138,7 @@ def expected(case: Case, inputs: dict, outputs: dict) -> dict:
         return reference.decode(max_len=case.width, **common)
     if case.mode == "target_verify":
         mqa = outputs.get("paged_mqa_ctx_lens_2d")
-        return reference.target_verify(
-            max_seqlen_k=case.width, next_n=case.next_n, paged_mqa_ctx_lens_2d=mqa, **common
-        )
+        return reference.target_verify(max_seqlen_k=case.width, next_n=case.next_n, paged_mqa_ctx_lens_2d=mqa, **common)
     return reference.draft_extend(
         extend_seq_lens=cpu["extend_seq_lens"],
         total_len=case.draft_total_len(),

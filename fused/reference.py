@@ -36,6 +36,7 @@ def _page_tables(
     page_size: int,
 ) -> None:
     """Rows `dst_rows` of the page tables hold `rows_tokens` over `rows_live` columns."""
+
     def place(name: str, table: torch.Tensor, values: torch.Tensor, live: torch.Tensor) -> None:
         full = torch.zeros(table.shape, dtype=torch.int32)
         mask = torch.zeros(table.shape, dtype=torch.bool)

@@ -171,9 +171,7 @@ def interpreter_bool_masks():
         return interpreter.TensorHandle(mask.data.astype(np.bool_), mask.dtype)
 
     builder.create_masked_load = lambda self, ptrs, mask, *rest: load_(self, ptrs, as_bool(mask), *rest)
-    builder.create_masked_store = lambda self, ptrs, value, mask, *rest: store(
-        self, ptrs, value, as_bool(mask), *rest
-    )
+    builder.create_masked_store = lambda self, ptrs, value, mask, *rest: store(self, ptrs, value, as_bool(mask), *rest)
     try:
         yield
     finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import random
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,7 +164,9 @@ def test_reference_equals_upstream_matrix(version, mode):
                     run_upstream(version, Case(mode, seq, width, page_size=page_size))
                 elif mode == "target_verify":
                     for next_n in (1, 4, 8):
-                        run_upstream(version, Case(mode, seq, width, page_size=page_size, next_n=next_n, paged_mqa_ctx_lens=True))
+                        run_upstream(
+                            version, Case(mode, seq, width, page_size=page_size, next_n=next_n, paged_mqa_ctx_lens=True)
+                        )
                 else:
                     for static in (True, False):
                         run_upstream(version, draft_case(seq, width, 4, static=static, page_size=page_size, seed=bs))
@@ -277,7 +278,9 @@ def test_fuzz_ours_against_reference(mode, seq, width, page_size, next_n, static
             total = None
         case = draft_case(seq, width, next_n, static=static, seed=seed, page_size=page_size, total_len=total)
     else:
-        case = Case(mode, seq, width, page_size=page_size, next_n=next_n, seed=seed, paged_mqa_ctx_lens=mode == "target_verify")
+        case = Case(
+            mode, seq, width, page_size=page_size, next_n=next_n, seed=seed, paged_mqa_ctx_lens=mode == "target_verify"
+        )
     run_ours(case)
 
 
@@ -292,10 +295,22 @@ PLANTED_BUGS = [
     ("loses blocks between column programs", "run = tl.cdiv(n_blocks, col_programs)", "run = n_blocks // col_programs"),
     ("forgets the cumsum carry between scan chunks", "dsa_before += tl.sum(req_total, 0)", "dsa_before += 0"),
     ("verify copies one draft row too few", "n_rows = next_n", "n_rows = next_n - 1"),
-    ("paged_mqa_ctx_lens without the draft tokens", "cache_seq[:, None] + tl.zeros_like(offs_row)", "seq[:, None] + tl.zeros_like(offs_row)"),
+    (
+        "paged_mqa_ctx_lens without the draft tokens",
+        "cache_seq[:, None] + tl.zeros_like(offs_row)",
+        "seq[:, None] + tl.zeros_like(offs_row)",
+    ),
     ("draft extend drops the partial fill cut", "tl.minimum(n_rows, total_len - first_row)", "n_rows"),
-    ("padded draft rows go negative", "tl.maximum(seq[:, None] - qo_len[:, None] + offs_row + 1, 0)", "seq[:, None] - qo_len[:, None] + offs_row + 1"),
-    ("decode lengths clamp at topk - 1", "dsa_seq = tl.minimum(seq, dsa_index_topk)", "dsa_seq = tl.minimum(seq, dsa_index_topk - 1)"),
+    (
+        "padded draft rows go negative",
+        "tl.maximum(seq[:, None] - qo_len[:, None] + offs_row + 1, 0)",
+        "seq[:, None] - qo_len[:, None] + offs_row + 1",
+    ),
+    (
+        "decode lengths clamp at topk - 1",
+        "dsa_seq = tl.minimum(seq, dsa_index_topk)",
+        "dsa_seq = tl.minimum(seq, dsa_index_topk - 1)",
+    ),
 ]
 
 
@@ -369,7 +384,11 @@ def test_grid_does_not_depend_on_the_width(monkeypatch):
     monkeypatch.setattr(module, "_fused_dsa_metadata_kernel", Recorder())
     for width in (193, 1_000_003):
         for mode in cases.MODES:
-            case = draft_case((100, 5), width, 2, static=True) if mode == "draft_extend" else Case(mode, (100, 5), width, next_n=2)
+            case = (
+                draft_case((100, 5), width, 2, static=True)
+                if mode == "draft_extend"
+                else Case(mode, (100, 5), width, next_n=2)
+            )
             run_ours(case)
     assert len(grids) == 6 and grids[:3] == grids[3:]
 
