@@ -90,14 +90,15 @@ def make_inputs(case: Case, device: str = "cpu") -> tuple[dict, dict]:
         outputs["paged_mqa_ctx_lens_2d"] = fill(case.bs, case.next_n)
     if device != "cpu":
         inputs = {k: v.to(device) for k, v in inputs.items()}
-        outputs = {k: (v if v is None else _to_device_view(v, device)) for k, v in outputs.items()}
+        outputs = {k: (v if v is None else to_device(v, device)) for k, v in outputs.items()}
     return inputs, outputs
 
 
-def _to_device_view(buffer: torch.Tensor, device: str) -> torch.Tensor:
+def to_device(buffer: torch.Tensor, device: str) -> torch.Tensor:
+    """A copy on `device`, keeping a page table's guard row behind it."""
     if buffer._base is None:
-        return buffer.to(device)
-    return buffer._base.to(device)[: buffer.shape[0]]
+        return buffer.to(device, copy=True)
+    return buffer._base.to(device, copy=True)[: buffer.shape[0]]
 
 
 def call(module: ModuleType, case: Case, inputs: dict, outputs: dict, page_size_arg: str) -> None:

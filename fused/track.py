@@ -25,7 +25,6 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-import git
 
 TRACK_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TRACK_DIR.parent
@@ -98,6 +97,8 @@ def series() -> list[Path]:
 
 def patched_source(patches: list[Path] | None = None) -> str:
     """The base with `patches` (default: the whole series) applied by `git apply` in a scratch repo."""
+    import git  # here, not at the top: a GPU host without git loads the prepared copy instead
+
     track = table()["track"]
     with tempfile.TemporaryDirectory(prefix="fused-track-") as scratch:
         repo = git.Repo.init(scratch)
@@ -143,9 +144,27 @@ def upstream_module(version: str, cpu: bool = True) -> ModuleType:
     return load(without_cuda_asserts(source) if cpu else source, name + ("_cpu" if cpu else ""))
 
 
+PREPARED_PATCHED = MODULE_CACHE / "patched" / "metadata.py"
+
+
+def prepare_build() -> list[Path]:
+    """Copy every release's module and the patched base into build/fused/ (for a host without
+    the wheels or git: the GPU check reads them from there)."""
+    written = []
+    for version in versions():
+        text = upstream_source(version)
+        path = MODULE_CACHE / version / "metadata.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    PREPARED_PATCHED.parent.mkdir(parents=True, exist_ok=True)
+    PREPARED_PATCHED.write_text(patched_source())
+    return written + [PREPARED_PATCHED]
+
+
 @cache
 def patched_module(cpu: bool = True) -> ModuleType:
-    source = patched_source()
+    source = patched_source() if not PREPARED_PATCHED.exists() or cpu else PREPARED_PATCHED.read_text()
     return load(without_cuda_asserts(source) if cpu else source, "fused_patched" + ("_cpu" if cpu else ""))
 
 

@@ -403,3 +403,31 @@ def test_bs_and_the_width_are_runtime_arguments():
     runtime = {"bs", "total_len", "max_seqlen_k", "col_programs"}
     assert runtime <= {p.name for p in kernel.params} - constexprs
     assert runtime <= set(kernel.do_not_specialize)
+
+
+# --- the GPU script's plumbing, on CPU ------------------------------------------------------------
+
+
+def test_gpu_check_equality_runs_every_release_on_cpu():
+    from fused import gpu_check
+
+    few = [Case("target_verify", (5, 130), 193, next_n=2, paged_mqa_ctx_lens=True), Case("decode", (64, 0), 193)]
+    results = gpu_check.check_equality("cpu", few, gpu_check.implementations(cpu=True))
+    assert set(results) == set(track.versions()) | {"patched"}
+    assert all(r == {"cases": 2, "failures": []} for r in results.values()), results
+
+
+@pytest.mark.parametrize("mode", cases.MODES)
+def test_gpu_check_bench_launches_on_cpu(mode):
+    """Each benchmarked launch once, interpreted, and the live-prefix floor's byte count."""
+    from fused import gpu_check
+
+    upstream = track.upstream_module(gpu_check.BENCH_VERSION)
+    bench = gpu_check.Bench(
+        mode, 2, 300, [200, 3], upstream, track.patched_module(), gpu_check.make_empty_kernel(), "cpu"
+    )
+    for launch in bench.launches.values():
+        launch()
+    rows = 1 if mode == "decode" else gpu_check.DRAFT
+    kv = [n + (gpu_check.DRAFT if mode == "target_verify" else 0) for n in (200, 3)]
+    assert bench.floor_bytes == 4 * sum(n + rows * (n + -(-n // 64)) for n in kv)
