@@ -209,7 +209,7 @@ def copy_bandwidth() -> float:
 
     src = torch.empty(1 << 28, dtype=torch.int32, device="cuda")
     dst = torch.empty_like(src)
-    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=10, rep=100, return_mode="median")
     return 2 * src.numel() * 4 / (ms * 1e-3)
 
 
@@ -246,9 +246,11 @@ def benchmark(budget_s: float) -> dict:
             for name in names:
                 fn = bench.launches[name]
                 graph = graph_of(fn)
-                entry.setdefault(f"{name}/bare_us", []).append(1e3 * triton.testing.do_bench(fn, warmup=3, rep=15))
+                entry.setdefault(f"{name}/bare_us", []).append(
+                    1e3 * triton.testing.do_bench(fn, warmup=3, rep=15, return_mode="median")
+                )
                 entry.setdefault(f"{name}/graph_us", []).append(
-                    1e3 * triton.testing.do_bench(graph.replay, warmup=3, rep=15)
+                    1e3 * triton.testing.do_bench(graph.replay, warmup=3, rep=15, return_mode="median")
                 )
                 del graph
             del bench
