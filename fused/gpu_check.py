@@ -70,7 +70,7 @@ def equality_cases() -> list[Case]:
             )
         out.append(Case("decode", seq, width, page_table_1=False))
     for width in (163840, 1_000_003):
-        for next_n in range(1, 9):
+        for next_n in range(1, 9) if width < 1 << 20 else (1, 8):
             seq = (width - next_n, 129, width // 2)
             out.append(Case("target_verify", seq, width, next_n=next_n, paged_mqa_ctx_lens=True))
         out.append(Case("decode", (width, 64), width))
@@ -299,7 +299,8 @@ def main(argv=None) -> int:
     report["equality"] = check_equality("cuda", equality_cases(), implementations(cpu=False))
     report["equality_s"] = time.monotonic() - started
     if not args.skip_bench:
-        report["benchmark"] = benchmark(args.bench_budget_s)
+        # The whole run stays under 8 minutes: the benchmark gets what equality left of 7.5.
+        report["benchmark"] = benchmark(min(args.bench_budget_s, 450 - report["equality_s"]))
     report["total_s"] = time.monotonic() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
