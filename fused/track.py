@@ -17,6 +17,7 @@ import ast
 import contextlib
 import hashlib
 import importlib.util
+import re
 import sys
 import tempfile
 import tomllib
@@ -111,6 +112,18 @@ def patched_source(patches: list[Path] | None = None) -> str:
             except git.GitCommandError as error:
                 raise TrackError(f"{patch.name} does not apply to {track['base_file']}: {error.stderr.strip()}")
         return target.read_text()
+
+
+def derived_source(version: str) -> str:
+    """The patched base as release `version`'s module: its page-size parameter's name.
+
+    The only difference of interface across the track (see RELEASES.toml); the module path is
+    where the file goes, not what it holds."""
+    text = patched_source()
+    name = page_size_arg(version)
+    if name != "physical_page_size":
+        text = re.sub(r"\bphysical_page_size\b", name, text)
+    return text
 
 
 class _StripCudaAsserts(ast.NodeTransformer):

@@ -431,3 +431,17 @@ def test_gpu_check_bench_launches_on_cpu(mode):
     rows = 1 if mode == "decode" else gpu_check.DRAFT
     kv = [n + (gpu_check.DRAFT if mode == "target_verify" else 0) for n in (200, 3)]
     assert bench.floor_bytes == 4 * sum(n + rows * (n + -(-n // 64)) for n in kv)
+
+
+@pytest.mark.parametrize("version", track.versions())
+def test_patched_kernels_derived_for_every_release(version):
+    """The patched base under each release's parameter names equals the reference (every buffer)."""
+    module = track.load(track.without_cuda_asserts(track.derived_source(version)), "fused_derived")
+    arg = track.page_size_arg(version)
+    seq = lengths("mod_edges", 5, 193, seed=2)
+    for case in (
+        Case("decode", seq, 193),
+        Case("target_verify", seq, 193, next_n=2, paged_mqa_ctx_lens=True),
+        draft_case(seq, 193, 3, static=False, seed=1),
+    ):
+        cases.run_and_check(module, case, arg, live_prefix_only=False)
