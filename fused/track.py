@@ -63,20 +63,21 @@ def _sha256(text: str) -> str:
 
 
 def upstream_source(version: str) -> str:
-    """Release `version`'s fused metadata module, from its wheel (or build/fused/ on a GPU host)."""
+    """Release `version`'s fused metadata module, from its wheel, else from the copy `prepare_build`
+    left in build/fused/ (a GPU host without the wheels)."""
     entry = release(version)
+    wheels = sorted((WHEEL_CACHE / f"sglang-{version}").glob("sglang-*.whl"))
     copied = MODULE_CACHE / version / "metadata.py"
-    if copied.exists():
-        text = copied.read_text()
-    else:
-        wheels = sorted((WHEEL_CACHE / f"sglang-{version}").glob("sglang-*.whl"))
-        if not wheels:
-            raise TrackError(
-                f"no wheel for sglang {version} in {WHEEL_CACHE}: run "
-                f"python -c \"from harness.releases import fetch_wheel; fetch_wheel('{version}')\""
-            )
+    if wheels:
         with zipfile.ZipFile(wheels[0]) as wheel:
             text = wheel.read(entry["module"].removeprefix("python/")).decode()
+    elif copied.exists():
+        text = copied.read_text()
+    else:
+        raise TrackError(
+            f"no wheel for sglang {version} in {WHEEL_CACHE}: run "
+            f"python -c \"from harness.releases import fetch_wheel; fetch_wheel('{version}')\""
+        )
     if _sha256(text) != entry["module_sha256"]:
         raise TrackError(f"sglang {version}'s {entry['module']} differs from fused/RELEASES.toml")
     return text
