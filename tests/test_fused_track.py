@@ -151,8 +151,16 @@ def test_the_check_sees_writes_past_the_live_prefix():
         cases.check(case, outputs, want, live_prefix_only=False)
 
 
+def distinct_texts() -> list[str]:
+    """The first release of each distinct module text (the others hold the same bytes)."""
+    firsts = {}
+    for entry in track.table()["release"]:
+        firsts.setdefault(entry["module_sha256"], entry["version"])
+    return list(firsts.values())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("version", track.versions())
+@pytest.mark.parametrize("version", distinct_texts())
 @pytest.mark.parametrize("mode", cases.MODES)
 def test_reference_equals_upstream_matrix(version, mode):
     for bs in (1, 7, 33):
