@@ -261,9 +261,10 @@ def test_ours_wide_matrix(width, profile):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["0.5.15", "0.5.23"])
-def test_upstream_at_a_width_past_2_20(version):
-    run_upstream(version, Case("decode", (1_000_003, 1000), 1_000_003))
+def test_upstream_at_a_width_past_2_20():
+    """Short rows only: upstream launches 7813 programs per row at this width, and the interpreter
+    runs each (about a minute); full rows at this width, every release, run in fused/gpu_check.py."""
+    run_upstream("0.5.23", Case("decode", (1000, 129), 1_000_003))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
