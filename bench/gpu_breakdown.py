@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from bench.inputs import Config, prepared_runner  # noqa: E402
 from bench.machine import environment  # noqa: E402
 from bench.peers import empty_launch, load_upstream_peer, upstream_call  # noqa: E402
+from bench.replay_operator import final_launch  # noqa: E402
 from bench.timing import captured_launch, copy_bandwidth, host_us, kernel_us  # noqa: E402
 from harness import stages  # noqa: E402
 
@@ -51,12 +52,14 @@ def main(stage: str) -> None:
         config = Config(bs, 4, 64, 65004, context_len=CONTEXT, spread=False)
         runner = prepared_runner(module, config, "cuda")
         backend = runner.backend
-        launch_obj = backend.target_verify_launches[bs]
+        launch_obj = final_launch(runner, "target_verify", bs)
+        launches, key = ((backend.cuda_graph_metadata_launches, (bs, "target_verify"))
+                         if hasattr(backend, "cuda_graph_metadata_launches") else (backend.target_verify_launches, bs))
         launch_args = []
-        backend.target_verify_launches[bs] = stubbed(launch_obj, launch_args)
+        launches[key] = stubbed(launch_obj, launch_args)
         runner.replay_metadata(bs)  # what the backend hands its launch object, whatever the stage's API
         prologue = host_us(lambda: runner.replay_metadata(bs))
-        backend.target_verify_launches[bs] = launch_obj
+        launches[key] = launch_obj
         full = host_us(lambda: runner.replay_metadata(bs))
         launcher = host_us(lambda: launch_obj(*launch_args[0]))
         jit, args, kwargs = captured_launch(lambda: launch_obj(*launch_args[0]))

@@ -95,10 +95,10 @@ def final_launch(runner, mode: str, bs: int):
     """The final stage's launch object the backend built at capture for (`mode`, `bs`): the one place that
     knows where a backend keeps them."""
     backend = runner.backend
-    if hasattr(backend, f"{mode}_launches"):
+    if hasattr(backend, "cuda_graph_metadata_launches"):  # one (bs, mode) -> launch map (patch 0008 on)
+        return backend.cuda_graph_metadata_launches[bs, mode]
+    if hasattr(backend, f"{mode}_launches"):  # one bs -> launch dict per mode (patches 0005-0007)
         return getattr(backend, f"{mode}_launches")[bs]
-    if hasattr(backend, "launches"):  # one (bs, mode) -> launch map
-        return backend.launches[(bs, mode)]
     raise LookupError(f"the final stage's backend keeps no {mode} launches: update bench.replay_operator.final_launch")
 
 
