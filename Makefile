@@ -10,7 +10,7 @@ PY      := $(VENV)/bin/python
 STAGES  := baseline $(shell sed -e 's/\#.*//' patches/series | sed -n 's/^ *[0-9]*-\(.*\)\.patch *$$/\1/p')
 
 .PHONY: setup test test-slow test-all status unapply refresh verify ops upstream-check upstream-report export bench bench-compare \
-	bench-smoke bench-prepare bench-record bench-gpu report $(addprefix apply-,$(STAGES))
+	bench-smoke bench-prepare bench-record bench-gpu report fused-report $(addprefix apply-,$(STAGES))
 
 setup: $(VENV)/.installed
 # The editable install makes `python -m harness` work from any directory of the checkout. pip is not
@@ -110,3 +110,8 @@ bench-prepare: setup
 # refreshes it, and on the machine this runs on it is measured again, never reused.
 report: setup
 	$(PY) -m bench.report $(MACHINE)
+
+# reports/$(MACHINE)/FUSED.md from its fused.json (the fused-era track's GPU run, fused.gpu_check): equality per
+# release, the benchmark tables and the targets of fused/targets.toml, MET or MISSED.
+fused-report: setup
+	$(PY) -m fused.report reports/$(MACHINE)
