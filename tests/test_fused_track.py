@@ -301,15 +301,20 @@ PLANTED_BUGS = [
     ("writes one column past the live prefix", "tail < live_len", "tail <= live_len"),
     ("ignores the width", "tl.minimum(live_len, max_seqlen_k)", "tl.minimum(live_len, max_seqlen_k + 64)"),
     ("drops the last partial page", "tl.cdiv(live_len, physical_page_size)", "live_len // physical_page_size"),
-    ("loses blocks between column programs", "run = tl.cdiv(n_blocks, col_programs)", "run = n_blocks // col_programs"),
+    (
+        "loses the last item of every program's run",
+        "(pid + 1).to(tl.int64) * n_items // programs",
+        "(pid + 1).to(tl.int64) * n_items // programs - 1",
+    ),
+    ("a program's first row counts blocks, not rows", "tl.where(before, qo_len, 0)", "tl.where(before, blocks, 0)"),
     ("forgets the cumsum carry between scan chunks", "dsa_before += tl.sum(req_total, 0)", "dsa_before += 0"),
-    ("verify copies one draft row too few", "n_rows = next_n", "n_rows = next_n - 1"),
+    ("verify copies one draft row too few", "rows = next_n", "rows = next_n - 1"),
     (
         "paged_mqa_ctx_lens without the draft tokens",
         "cache_seq[:, None] + tl.zeros_like(offs_row)",
         "seq[:, None] + tl.zeros_like(offs_row)",
     ),
-    ("draft extend drops the partial fill cut", "tl.minimum(n_rows, total_len - first_row)", "n_rows"),
+    ("draft extend drops the partial fill cut", "tl.minimum(qo_len, total_len - first_row)", "qo_len"),
     (
         "padded draft rows go negative",
         "tl.maximum(seq[:, None] - qo_len[:, None] + offs_row + 1, 0)",
@@ -341,7 +346,7 @@ def test_planted_bug_is_caught(bug):
     _, text, replacement = bug
     source = track.without_cuda_asserts(track.patched_source())
     # Compare ignoring the formatting ast.unparse chose.
-    assert source.count(text) >= 1, f"the patched module no longer holds {text!r}"
+    assert source.count(text) == 1, f"the patched module holds {text!r} {source.count(text)} times, not once"
     mutant = track.load(source.replace(text, replacement), "fused_mutant")
     for case in bug_catchers():
         try:
@@ -409,7 +414,7 @@ def test_bs_and_the_width_are_runtime_arguments():
     # What triton.jit builds on a GPU, from the same function and options.
     kernel = JITFunction(interpreted.fn, **interpreted.kwargs)
     constexprs = {p.name for p in kernel.params if p.is_constexpr}
-    runtime = {"bs", "total_len", "max_seqlen_k", "col_programs"}
+    runtime = {"bs", "total_len", "max_seqlen_k"}
     assert runtime <= {p.name for p in kernel.params} - constexprs
     assert runtime <= set(kernel.do_not_specialize)
 
