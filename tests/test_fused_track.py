@@ -407,6 +407,37 @@ def test_grid_does_not_depend_on_the_width(monkeypatch):
     assert len(grids) == 6 and grids[:3] == grids[3:]
 
 
+def test_one_long_request_is_spread_over_the_programs(monkeypatch):
+    """The page-table stores of each program, counted: none copies more than its even share of the
+    (request, column block) items, though one request holds most of the batch's columns."""
+    from triton.runtime import interpreter
+
+    module = track.patched_module()
+    block_n, programs = module._BLOCK_N, module._grid(torch.device("cpu"))[0]
+    case = Case("target_verify", lengths("one_long", 33, 20000, seed=3), 20000, next_n=2)
+    inputs, outputs = cases.make_inputs(case)
+    stored = [0] * programs
+    store = interpreter.InterpreterBuilder.create_masked_store
+
+    def counting_store(self, ptrs, value, mask, *rest):
+        stored[self.grid_idx[0]] += int(mask.data.sum())
+        return store(self, ptrs, value, mask, *rest)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_store", counting_store)
+    cases.call(module, case, inputs, outputs, OURS_ARG)
+    cases.check(case, outputs, cases.expected(case, inputs, outputs), live_prefix_only=False)
+
+    live = [min(n + case.next_n, case.width) for n in case.seq_lens]
+    items = sum(-(-n // block_n) for n in live)
+    assert -(-live[0] // block_n) > items // programs  # the long request alone exceeds a share
+    # An item: up to block_n columns, their pages and a tail of < 16, in each of the next_n rows.
+    per_item = case.next_n * (block_n + 16 + block_n // case.page_size)
+    lengths_written = sum(b.numel() for name, b in outputs.items() if b is not None and "page_table" not in name)
+    share = -(-items // programs) * per_item
+    assert stored[0] <= share + lengths_written, stored
+    assert max(stored[1:]) <= share, stored
+
+
 def test_bs_and_the_width_are_runtime_arguments():
     """One compiled kernel per mode serves every bs and width: neither is a constexpr nor
     specialized on its value."""
