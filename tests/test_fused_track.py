@@ -451,6 +451,58 @@ def test_bs_and_the_width_are_runtime_arguments():
     assert runtime <= set(kernel.do_not_specialize)
 
 
+# Compiled for sm_90 with no GPU (Triton's front end and LLVM only), in a process without the
+# interpreter: target verify's PTX, given the specialization a launch gets for 16-byte-aligned rows.
+_PTX_STORES = """
+import importlib.util, json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+spec = importlib.util.spec_from_file_location("patched", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+kernel = module._fused_dsa_metadata_kernel
+names = [p.name for p in kernel.params]
+const = {n: 1 for n in names if n.endswith(("_stride", "_stride_1"))}
+const.update(dsa_index_topk=2048, physical_page_size=64, next_n=4, MODE=1, STATIC_EXTEND_LEN=False,
+             HAS_REAL_PAGE_TABLE=True, HAS_PAGED_MQA_CTX_LENS=False, HAS_PAGE_TABLE_1=True,
+             BLOCK_BS=128, BLOCK_ROWS=4, BLOCK_N=module._BLOCK_N, BLOCK_PAGES=16)
+pointers = names[:12]
+sig = {n: "constexpr" if n in const else "*i32" if n in pointers else "i32" for n in names}
+sig.update(seq_lens="*i64", req_pool_indices="*i64")
+out = {}
+for aligned_rows in (False, True):
+    aligned = pointers + ["req_to_token_stride_0"]
+    aligned += ["page_table_stride_0", "real_page_table_stride_0"] if aligned_rows else []
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    source = ASTSource(kernel, sig, {(names.index(n),): v for n, v in const.items()}, attrs)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+    out[str(aligned_rows)] = ptx.count("st.global.v4.b32")
+print(json.dumps(out))
+"""
+
+
+def test_aligned_rows_get_16_byte_stores(tmp_path):
+    """The row strides are not excluded from Triton's alignment specialization: a table whose rows
+    are 16-byte aligned (163840 and 65600 wide) is written with 16-byte stores, other tables not."""
+    import json
+    import os
+
+    path = tmp_path / "metadata.py"
+    path.write_text(track.patched_source())
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", _PTX_STORES, str(path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert stores["False"] == 0 and stores["True"] > 0, stores
+    interpreted = track.patched_module()._fused_dsa_metadata_kernel
+    kernel = JITFunction(interpreted.fn, **interpreted.kwargs)
+    assert not {"page_table_stride_0", "real_page_table_stride_0"} & set(kernel.do_not_specialize)
+
+
 # --- the GPU script's plumbing, on CPU ------------------------------------------------------------
 
 
