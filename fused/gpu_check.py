@@ -172,19 +172,19 @@ class Bench:
         return lambda: cases.call(module, case, self.inputs, self.outputs, "physical_page_size")
 
     def _empty(self, ours, empty_kernel):
-        grid = (self.bs, ours._col_programs(self.bs, self.inputs["seq_lens"].device))
+        grid = ours._grid(self.inputs["seq_lens"].device)
         pointers = (list(self.inputs.values()) + list(self.outputs.values())) * 2
-        integers = [1] * 11 + [self.bs, self.rows, self.width, grid[1]]
+        integers = [1] * 11 + [self.bs, self.rows, self.width]
         return lambda: empty_kernel[grid](*pointers[:12], *integers)
 
 
 def make_empty_kernel():
     import triton
 
-    # As many arguments as the patched kernel's runtime ones: 12 pointers, 15 integers.
-    @triton.jit(do_not_specialize=["i11", "i12", "i13", "i14"])
+    # As many arguments as the patched kernel's runtime ones: 12 pointers, 14 integers.
+    @triton.jit(do_not_specialize=["i11", "i12", "i13"])
     def _empty(p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11,
-               i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, i10, i11, i12, i13, i14):  # fmt: skip
+               i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, i10, i11, i12, i13):  # fmt: skip
         pass
 
     return _empty

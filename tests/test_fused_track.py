@@ -223,10 +223,11 @@ def test_ours_length_profiles(mode, profile):
 @pytest.mark.parametrize("width", BIG_WIDTHS)
 @pytest.mark.parametrize("mode", cases.MODES)
 def test_ours_wide_tables(mode, width):
-    """Two rows: a full one (offsets past 2^20 at the widest) and a short one."""
+    """Two rows: a full one (offsets past 2^20 at the widest) and a short one; decode at 163840
+    without page_table_1 (work items of 1024 pages then, so the full row spans three)."""
     seq = (width, 129)
     if mode == "decode":
-        run_ours(Case(mode, seq, width))
+        run_ours(Case(mode, seq, width, page_table_1=width != 163840))
     elif mode == "target_verify":
         run_ours(Case(mode, seq, width, next_n=2, page_size=1))
     else:
@@ -301,15 +302,20 @@ PLANTED_BUGS = [
     ("writes one column past the live prefix", "tail < live_len", "tail <= live_len"),
     ("ignores the width", "tl.minimum(live_len, max_seqlen_k)", "tl.minimum(live_len, max_seqlen_k + 64)"),
     ("drops the last partial page", "tl.cdiv(live_len, physical_page_size)", "live_len // physical_page_size"),
-    ("loses blocks between column programs", "run = tl.cdiv(n_blocks, col_programs)", "run = n_blocks // col_programs"),
+    (
+        "loses the last item of every program's run",
+        "(pid + 1).to(tl.int64) * n_items // programs",
+        "(pid + 1).to(tl.int64) * n_items // programs - 1",
+    ),
+    ("a program's first row counts blocks, not rows", "tl.where(before, qo_len, 0)", "tl.where(before, blocks, 0)"),
     ("forgets the cumsum carry between scan chunks", "dsa_before += tl.sum(req_total, 0)", "dsa_before += 0"),
-    ("verify copies one draft row too few", "n_rows = next_n", "n_rows = next_n - 1"),
+    ("verify copies one draft row too few", "rows = next_n", "rows = next_n - 1"),
     (
         "paged_mqa_ctx_lens without the draft tokens",
         "cache_seq[:, None] + tl.zeros_like(offs_row)",
         "seq[:, None] + tl.zeros_like(offs_row)",
     ),
-    ("draft extend drops the partial fill cut", "tl.minimum(n_rows, total_len - first_row)", "n_rows"),
+    ("draft extend drops the partial fill cut", "tl.minimum(qo_len, total_len - first_row)", "qo_len"),
     (
         "padded draft rows go negative",
         "tl.maximum(seq[:, None] - qo_len[:, None] + offs_row + 1, 0)",
@@ -341,7 +347,7 @@ def test_planted_bug_is_caught(bug):
     _, text, replacement = bug
     source = track.without_cuda_asserts(track.patched_source())
     # Compare ignoring the formatting ast.unparse chose.
-    assert source.count(text) >= 1, f"the patched module no longer holds {text!r}"
+    assert source.count(text) == 1, f"the patched module holds {text!r} {source.count(text)} times, not once"
     mutant = track.load(source.replace(text, replacement), "fused_mutant")
     for case in bug_catchers():
         try:
@@ -402,6 +408,37 @@ def test_grid_does_not_depend_on_the_width(monkeypatch):
     assert len(grids) == 6 and grids[:3] == grids[3:]
 
 
+def test_one_long_request_is_spread_over_the_programs(monkeypatch):
+    """The page-table stores of each program, counted: none copies more than its even share of the
+    (request, column block) items, though one request holds most of the batch's columns."""
+    from triton.runtime import interpreter
+
+    module = track.patched_module()
+    block_n, programs = module._BLOCK_N, module._grid(torch.device("cpu"))[0]
+    case = Case("target_verify", lengths("one_long", 33, 20000, seed=3), 20000, next_n=2)
+    inputs, outputs = cases.make_inputs(case)
+    stored = [0] * programs
+    store = interpreter.InterpreterBuilder.create_masked_store
+
+    def counting_store(self, ptrs, value, mask, *rest):
+        stored[self.grid_idx[0]] += int(mask.data.sum())
+        return store(self, ptrs, value, mask, *rest)
+
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_masked_store", counting_store)
+    cases.call(module, case, inputs, outputs, OURS_ARG)
+    cases.check(case, outputs, cases.expected(case, inputs, outputs), live_prefix_only=False)
+
+    live = [min(n + case.next_n, case.width) for n in case.seq_lens]
+    items = sum(-(-n // block_n) for n in live)
+    assert -(-live[0] // block_n) > items // programs  # the long request alone exceeds a share
+    # An item: up to block_n columns, their pages and a tail of < 16, in each of the next_n rows.
+    per_item = case.next_n * (block_n + 16 + block_n // case.page_size)
+    lengths_written = sum(b.numel() for name, b in outputs.items() if b is not None and "page_table" not in name)
+    share = -(-items // programs) * per_item
+    assert stored[0] <= share + lengths_written, stored
+    assert max(stored[1:]) <= share, stored
+
+
 def test_bs_and_the_width_are_runtime_arguments():
     """One compiled kernel per mode serves every bs and width: neither is a constexpr nor
     specialized on its value."""
@@ -409,9 +446,61 @@ def test_bs_and_the_width_are_runtime_arguments():
     # What triton.jit builds on a GPU, from the same function and options.
     kernel = JITFunction(interpreted.fn, **interpreted.kwargs)
     constexprs = {p.name for p in kernel.params if p.is_constexpr}
-    runtime = {"bs", "total_len", "max_seqlen_k", "col_programs"}
+    runtime = {"bs", "total_len", "max_seqlen_k"}
     assert runtime <= {p.name for p in kernel.params} - constexprs
     assert runtime <= set(kernel.do_not_specialize)
+
+
+# Compiled for sm_90 with no GPU (Triton's front end and LLVM only), in a process without the
+# interpreter: target verify's PTX, given the specialization a launch gets for 16-byte-aligned rows.
+_PTX_STORES = """
+import importlib.util, json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+spec = importlib.util.spec_from_file_location("patched", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+kernel = module._fused_dsa_metadata_kernel
+names = [p.name for p in kernel.params]
+const = {n: 1 for n in names if n.endswith(("_stride", "_stride_1"))}
+const.update(dsa_index_topk=2048, physical_page_size=64, next_n=4, MODE=1, STATIC_EXTEND_LEN=False,
+             HAS_REAL_PAGE_TABLE=True, HAS_PAGED_MQA_CTX_LENS=False, HAS_PAGE_TABLE_1=True,
+             BLOCK_BS=128, BLOCK_ROWS=4, BLOCK_N=module._BLOCK_N, BLOCK_PAGES=16)
+pointers = names[:12]
+sig = {n: "constexpr" if n in const else "*i32" if n in pointers else "i32" for n in names}
+sig.update(seq_lens="*i64", req_pool_indices="*i64")
+out = {}
+for aligned_rows in (False, True):
+    aligned = pointers + ["req_to_token_stride_0"]
+    aligned += ["page_table_stride_0", "real_page_table_stride_0"] if aligned_rows else []
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    source = ASTSource(kernel, sig, {(names.index(n),): v for n, v in const.items()}, attrs)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+    out[str(aligned_rows)] = ptx.count("st.global.v4.b32")
+print(json.dumps(out))
+"""
+
+
+def test_aligned_rows_get_16_byte_stores(tmp_path):
+    """The row strides are not excluded from Triton's alignment specialization: a table whose rows
+    are 16-byte aligned (163840 and 65600 wide) is written with 16-byte stores, other tables not."""
+    import json
+    import os
+
+    path = tmp_path / "metadata.py"
+    path.write_text(track.patched_source())
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", _PTX_STORES, str(path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert stores["False"] == 0 and stores["True"] > 0, stores
+    interpreted = track.patched_module()._fused_dsa_metadata_kernel
+    kernel = JITFunction(interpreted.fn, **interpreted.kwargs)
+    assert not {"page_table_stride_0", "real_page_table_stride_0"} & set(kernel.do_not_specialize)
 
 
 # --- the GPU script's plumbing, on CPU ------------------------------------------------------------
