@@ -1,15 +1,17 @@
-"""The backend's recorder outside a capture: an eager warm-up launch on the static inputs, marking nothing.
-
-On the GPU where there is one (Triton runs CPU tensors only through its interpreter, on machines without one)."""
+"""The backend's recorder outside a capture (CPU): an eager warm-up launch on the static inputs, marking nothing."""
 
 import pytest
+import torch
 
 from harness import stages
 from harness.compare import captured_state, first_mismatch
 from harness.cuda_graph import recorder
-from harness.env import triton_device
 from harness.runner import MODES
 from harness.scenarios import Scenario
+
+# The recorder's eager semantics, on CPU tensors through the interpreter (the scenario's batches are
+# CPU tensors); a real capture on the GPU is tests/test_graph_capture.py's.
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU tensors; the GPU capture: test_graph_capture")
 
 FUSED_MODES = MODES  # the final stage writes every mode in one launch
 
@@ -23,7 +25,7 @@ def _scenario(mode: str) -> Scenario:
 def test_record_outside_a_capture_is_the_replay_launch_and_marks_nothing(mode):
     final = stages.load(stages.final())
     scenario = _scenario(mode)
-    recording, replaying = scenario.runner(final, triton_device()), scenario.runner(final, triton_device())
+    recording, replaying = scenario.runner(final), scenario.runner(final)
     for batch in scenario.batches():
         bs = recording.prepare(batch)
         replaying.replay(batch)
@@ -39,7 +41,7 @@ def test_recorded_metadata_lists_what_the_last_captured_graph_holds(mode):
     # What sglang's patched runner skips the replay call for: (bs, mode) once a capture recorded
     # it, and no longer once a new capture of that bs is warming up (its graph holds nothing yet).
     scenario = _scenario(mode)
-    runner = scenario.runner(stages.load(stages.final()), triton_device())
+    runner = scenario.runner(stages.load(stages.final()))
     backend, bs, key = runner.backend, scenario.capture_bs[-1], (scenario.capture_bs[-1], runner.forward_mode)
     capturing = [False]
     record = recorder(backend, lambda: capturing[0])
