@@ -1,0 +1,85 @@
+"""The series' tracks, and which one serves a given sglang release.
+
+A track is a base (the files its series moves up and down), a series of patches against it and
+a release table. The 0.5.6 track's base is a stub of sglang 0.5.6 (vendor_stub/), whose patches
+name vendor_stub/ paths and are mapped onto each release's files by harness.releases. The fused
+track's base is sglang 0.5.23's own file under fused/base/, at sglang's own path, so its patches
+name the paths upstream does and `git am` onto a 0.5.23 checkout as they stand.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from packaging.version import Version
+
+from .loader import REPO_ROOT
+
+
+class TrackError(ValueError):
+    """A one-line refusal naming the tracks and what to type."""
+
+
+@dataclass(frozen=True)
+class Track:
+    name: str
+    base_dir: str  # the tree `make apply-<stage>` moves, relative to the repository root
+    patch_dir: str  # holds `series` and the patches
+    release_table: str  # the releases the track is derived for
+    # Where the patches' paths start: "" when they name repository paths (vendor_stub/...), the
+    # base directory when they name sglang's own paths (git apply --directory=<base_dir>).
+    patch_root: str = ""
+
+    @property
+    def series_file(self) -> Path:
+        return REPO_ROOT / self.patch_dir / "series"
+
+    def versions(self) -> list[str]:
+        with open(REPO_ROOT / self.release_table, "rb") as f:
+            return [r["version"] for r in tomllib.load(f)["release"]]
+
+    def span(self) -> str:
+        versions = self.versions()
+        return f"{versions[0]} - {versions[-1]}"
+
+
+STUB = Track(name="0.5.6", base_dir="vendor_stub", patch_dir="patches", release_table="patches/releases.toml")
+FUSED = Track(
+    name="fused",
+    base_dir="fused/base",
+    patch_dir="fused/patches",
+    release_table="fused/RELEASES.toml",
+    patch_root="fused/base",
+)
+TRACKS = {track.name: track for track in (STUB, FUSED)}
+
+# PyPI releases since 0.5.5 that no track serves yet: they still do host work on every replay,
+# and neither base's code (0.5.6's replay, 0.5.15's fused kernels) is theirs.
+UNSERVED = ("0.5.10", "0.5.10.post1", "0.5.11", "0.5.12", "0.5.12.post1", "0.5.13", "0.5.13.post1", "0.5.14")
+
+
+@cache
+def all_releases() -> tuple[str, ...]:
+    """Every release from 0.5.5 on, served or not, oldest first."""
+    served = [v for track in TRACKS.values() for v in track.versions()]
+    return tuple(sorted({*served, *UNSERVED}, key=Version))
+
+
+def track(name: str) -> Track:
+    if name not in TRACKS:
+        raise TrackError(f"no track '{name}': choose one of {', '.join(TRACKS)}")
+    return TRACKS[name]
+
+
+def track_for_version(version: str) -> Track:
+    """The track that serves sglang `version`, else a one-line error naming what does."""
+    for candidate in TRACKS.values():
+        if version in candidate.versions():
+            return candidate
+    spans = "; ".join(f"track {t.name} serves {t.span()}" for t in TRACKS.values())
+    if version in UNSERVED:
+        raise TrackError(f"sglang {version} is served by no track yet ({spans}); choose one of those releases")
+    raise TrackError(f"sglang {version} is not a release this series knows ({spans}); choose one of those releases")
