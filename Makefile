@@ -6,8 +6,15 @@ PY      := $(VENV)/bin/python
 # TRITON_INTERPRET is set by each entry point (tests/conftest.py, bench/conftest.py, harness, report)
 # only when there is no GPU: exporting it here would push a GPU machine's `make bench` through the
 # interpreter.
-# Stage names straight from patches/series (no Python needed before setup): NNNN-name.patch -> name.
-STAGES  := baseline $(shell sed -e 's/\#.*//' patches/series | sed -n 's/^ *[0-9]*-\(.*\)\.patch *$$/\1/p')
+# Stage names straight from each track's series (no Python needed before setup): NNNN-name.patch -> name.
+# Two tracks (harness/tracks.py), stage names unique across them, so apply-<stage> needs no TRACK:
+# the 0.5.6 track (vendor_stub/, patches/series) and the fused one (fused/base/, fused/patches/series).
+series_stages = $(shell sed -e 's/\#.*//' $(1) 2>/dev/null | sed -n 's/^ *[0-9]*-\(.*\)\.patch *$$/\1/p')
+STAGES  := baseline $(call series_stages,patches/series) fused-baseline $(call series_stages,fused/patches/series)
+# status, unapply, refresh and verify take TRACK=fused; without it they work on the 0.5.6 track
+# (status: one line per track).
+TRACK   ?=
+ON_TRACK = $(if $(TRACK),--track $(TRACK))
 
 .PHONY: setup test test-slow test-all status unapply refresh verify ops upstream-check upstream-report export bench bench-compare \
 	bench-smoke bench-prepare bench-record bench-gpu report fused-report $(addprefix apply-,$(STAGES))
@@ -34,7 +41,7 @@ test-slow: setup
 test-all: test test-slow
 
 status: setup
-	@$(PY) -m harness status
+	@$(PY) -m harness status $(ON_TRACK)
 
 # One explicit rule per stage: make skips pattern rules for .PHONY targets, so a phony apply-<stage>
 # served by `apply-%` would silently do nothing. The pattern rule stays for names not in the series
@@ -49,13 +56,13 @@ apply-%: setup
 	@$(PY) -m harness apply $*
 
 unapply: setup
-	@$(PY) -m harness unapply
+	@$(PY) -m harness unapply $(ON_TRACK)
 
 refresh: setup
-	@$(PY) -m harness refresh
+	@$(PY) -m harness refresh $(ON_TRACK)
 
 verify: setup
-	$(PY) -m harness verify
+	$(PY) -m harness verify $(ON_TRACK)
 
 ops: setup
 	$(PY) -m harness ops

@@ -2,7 +2,10 @@
 
 A track is a base file (fused/base/, pinned by sha256), a series of patches against it
 (fused/patches/series) and a release table (fused/RELEASES.toml). Everything here reads those
-three; nothing names a release.
+three; nothing names a release. The series is moved and applied by harness.series, as the 0.5.6
+track's is (`make apply-<stage>`, `make refresh TRACK=fused`): the base and every stage are read
+from HEAD and the patch files, never from the working tree, so a fused stage applied in fused/base/
+changes nothing the tests or the GPU check call "the base" or "patched".
 
 Upstream's kernels run on CPU through the Triton interpreter with two changes made for that run
 alone, neither to what the kernels compute: `assert <tensor>.is_cuda` statements are removed with
@@ -19,7 +22,6 @@ import hashlib
 import importlib.util
 import re
 import sys
-import tempfile
 import tomllib
 import zipfile
 from functools import cache
@@ -83,36 +85,42 @@ def upstream_source(version: str) -> str:
     return text
 
 
+def _series():
+    """The track's harness.series.Series in this checkout, or None on a host without git (or
+    without a repository): there the base is the file, which nothing applies patches to."""
+    try:
+        import git  # here, not at the top: a GPU host without git loads the prepared copy instead
+
+        from harness.series import Series
+        from harness.tracks import FUSED
+    except ImportError:
+        return None
+    try:
+        return Series(REPO_ROOT, FUSED)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+
+
 def base_source() -> str:
+    """sglang's file the series is against: the track's baseline as HEAD holds it, byte for byte."""
     track = table()["track"]
-    text = (REPO_ROOT / track["base_file"]).read_text()
+    series = _series()
+    if series is None:
+        text = (REPO_ROOT / track["base_file"]).read_text()
+    else:
+        text = series.baseline[track["base_file"]].decode()
     if _sha256(text) != track["base_sha256"]:
         raise TrackError(f"{track['base_file']} is not sglang {track['base_version']}'s file")
     return text
 
 
-def series() -> list[Path]:
-    series_file = REPO_ROOT / table()["track"]["series"]
-    names = [n.strip() for n in series_file.read_text().splitlines()]
-    return [series_file.parent / n for n in names if n and not n.startswith("#")]
-
-
-def patched_source(patches: list[Path] | None = None) -> str:
-    """The base with `patches` (default: the whole series) applied by `git apply` in a scratch repo."""
-    import git  # here, not at the top: a GPU host without git loads the prepared copy instead
-
-    track = table()["track"]
-    with tempfile.TemporaryDirectory(prefix="fused-track-") as scratch:
-        repo = git.Repo.init(scratch)
-        target = Path(scratch) / track["base_module"]
-        target.parent.mkdir(parents=True)
-        target.write_text(base_source())
-        for patch in series() if patches is None else patches:
-            try:
-                repo.git.apply(str(patch.resolve()))
-            except git.GitCommandError as error:
-                raise TrackError(f"{patch.name} does not apply to {track['base_file']}: {error.stderr.strip()}")
-        return target.read_text()
+def patched_source(stage: str | None = None) -> str:
+    """The base at `stage` of the series (default: the last), as `make apply-<stage>` writes it."""
+    series = _series()
+    if series is None:
+        raise TrackError("applying the series needs git and this repository: on a GPU host, run "
+                         "`python -m fused.gpu_check prepare` where they are and carry build/")
+    return series.materialize(stage or series.names()[-1])[table()["track"]["base_file"]].decode()
 
 
 def derived_source(version: str) -> str:

@@ -1,8 +1,14 @@
 """python -m harness {stages,status,apply,unapply,refresh,build,verify,ops,upstream-check,export,mutations} [--json]
 
-`verify` with no stage checks every stage of the committed series, and also vendor_stub/ as it
-stands (the `worktree` pseudo-stage) when it holds edits not refreshed into a patch;
-`verify worktree` checks only vendor_stub/ as it stands.
+Two tracks (harness.tracks): the 0.5.6 one (vendor_stub/, patches/) and the fused one (fused/base/,
+fused/patches/). `apply <stage>` finds the track from the stage's name; `stages`, `unapply`,
+`refresh` and `verify` take `--track fused` and otherwise work on the 0.5.6 track; `status`
+without `--track` prints a line per track.
+
+`verify` with no stage checks every stage of the committed series, and also the track's base as
+it stands (the `worktree` pseudo-stage) when it holds edits not refreshed into a patch;
+`verify worktree` checks only the base as it stands. The 0.5.6 track's stages are compared with
+baseline's replay, the fused track's with the eager reference (fused/verify.py).
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import json
 import os
 import sys
 
-INTERRUPTED = "interrupted: vendor_stub/ and patches/ are as before or as after, never between (`make status` says where)"
+INTERRUPTED = (
+    "interrupted: each track's base and patches (vendor_stub/ and patches/, fused/base/ and fused/patches/) "
+    "are as before or as after, never between (`make status` says where)"
+)
 
 
 def _interrupted_in_one_line(kind, value, traceback):
@@ -36,36 +45,66 @@ triton_device("cpu")  # before triton is imported: the CLI runs on CPU unless NS
 from . import stages  # noqa: E402
 from .runner import MODES, ReplayInputError  # noqa: E402
 from .series import SeriesError, Series  # noqa: E402
+from .tracks import DEFAULT, TrackError, present, track, track_for_stage  # noqa: E402
 
 
 def _emit(args, data, table: str) -> None:
     print(json.dumps(data, indent=2) if args.json else table)
 
 
+def _series(args) -> Series:
+    """The series of `--track` (one line naming the tracks for an unknown one), else the 0.5.6 track's."""
+    return Series(track=track(args.track) if args.track else DEFAULT)
+
+
 def cmd_stages(args):
-    names = stages.names()
+    names = _series(args).names() if args.track else stages.names()  # stages.names(): NSA_USE_BUILD too
     _emit(args, names, "\n".join(names))
 
 
 def cmd_status(args):
-    st = Series().status()
-    data = {"stage": st.stage, "clean": st.clean, "kind": st.kind, "edited": list(st.edited), "broken": st.broken}
-    _emit(args, data, st.describe())
+    tracks = [track(args.track)] if args.track else present()
+    found = [(t, Series(track=t).status()) for t in tracks]
+    data = [
+        {"track": t.name, "stage": st.stage, "clean": st.clean, "kind": st.kind, "edited": list(st.edited),
+         "broken": st.broken}
+        for t, st in found
+    ]
+    _emit(args, data[0] if args.track else data, "\n".join(st.describe() for _, st in found))
 
 
 def cmd_apply(args):
-    st = Series().apply(args.stage, reauthor=args.reauthor)
+    st = Series(track=track_for_stage(args.stage)).apply(args.stage, reauthor=args.reauthor)
     _emit(args, {"stage": st.stage}, st.describe())
 
 
 def cmd_unapply(args):
-    st = Series().unapply()
+    st = _series(args).unapply()
     _emit(args, {"stage": st.stage}, st.describe())
 
 
 def cmd_refresh(args):
-    msg = Series().refresh()
+    try:
+        msg = _series(args).refresh()
+    except SeriesError as e:
+        raise SeriesError(f"{e}{_other_track_hint(args, 'refresh')}") from None
     _emit(args, {"message": msg}, msg)
+
+
+def _other_track_hint(args, target: str) -> str:
+    """Where a command without --track refused and another track's base is off its baseline: the
+    command the user most likely meant (the 0.5.6 track is only the default)."""
+    if args.track:
+        return ""
+    hints = []
+    for other in present():
+        try:
+            status = Series(track=other).status()
+        except SeriesError:
+            continue
+        if not other.default and not (status.clean and status.stage == other.baseline):
+            hints.append(f"; {other.base_dir}/ is off its baseline: `{other.make(target)}` works there")
+    return "".join(hints)
 
 
 def cmd_build(args):
@@ -80,7 +119,7 @@ def verify_plan(series: Series, requested: list[str]) -> tuple[list[str], list[s
         warnings = [f"WARNING: {note}"] if note and stages.WORKTREE not in requested else []
         return requested, warnings, False
     reachable, _, broken = series.reachable()
-    names = [s for s in reachable if s != stages.BASELINE]
+    names = [s for s in reachable if s != series.baseline_stage]
     warnings = [f"WARNING: {broken}"] if broken else []
     if note:
         names.append(stages.WORKTREE)
@@ -88,13 +127,58 @@ def verify_plan(series: Series, requested: list[str]) -> tuple[list[str], list[s
     return names, warnings, bool(broken)
 
 
-def cmd_verify(args):
-    from .scenarios import matrix
-    from .verify import compare_stage
+def verify_track(requested_track: str | None, requested: list[str]):
+    """The track `verify` works on: `--track`, else the one the named stages belong to, else 0.5.6's."""
+    if requested_track:
+        return track(requested_track)
+    found = {track_for_stage(s) for s in requested if s != stages.WORKTREE}
+    if len(found) > 1:
+        raise TrackError(
+            f"{', '.join(requested)} belong to tracks {' and '.join(sorted(t.name for t in found))}: "
+            "verify one track at a time"
+        )
+    return found.pop() if found else DEFAULT
 
-    names, warnings, series_broken = verify_plan(Series(), args.stage)
+
+def cmd_verify(args):
+    series = Series(track=verify_track(args.track, args.stage))
+    names, warnings, series_broken = verify_plan(series, args.stage)
     for line in warnings:
         print(line, file=sys.stderr, flush=True)
+    if series.track.default:
+        bad = _verify_stub_track(args, names)
+    else:
+        bad = _verify_fused_track(args, series, names)
+    for line in warnings:  # repeated under the table, where a reader looks for the outcome
+        print(line, file=sys.stderr)
+    return 1 if bad or series_broken else 0
+
+
+def _verify_fused_track(args, series: Series, names: list[str]) -> int:
+    """Each stage x case against the eager reference, whole buffers; how many differ."""
+    from fused.verify import verdicts as fused_verdicts
+
+    verdicts = []
+    width = max(len(n) for n in names) if names else 0
+    for stage in names:
+        for v in fused_verdicts(series, stage):
+            verdicts.append(v)
+            if not args.json:
+                print(f"{stage:>{width}}  {v.case:<40} {'bit-exact' if v.exact else 'DIFFERS':>9}"
+                      + ("" if v.exact else f"  {v.detail}"), flush=True)
+    bad = [v for v in verdicts if not v.exact]
+    if args.json:
+        print(json.dumps([v.as_dict() for v in verdicts], indent=2))
+    else:
+        print(f"{len(verdicts) - len(bad)} of {len(verdicts)} stage x case verdicts equal to the eager reference, "
+              "every buffer whole")
+    return len(bad)
+
+
+def _verify_stub_track(args, names: list[str]) -> int:
+    """Each stage x scenario bit-exact against baseline's replay; how many differ."""
+    from .scenarios import matrix
+    from .verify import compare_stage
     scenarios = matrix()
     verdicts = []
     for stage in names:
@@ -110,9 +194,7 @@ def cmd_verify(args):
     bad = [v for v in verdicts if not v.exact]
     if not args.json:
         print(f"{len(verdicts) - len(bad)} of {len(verdicts)} stage x scenario verdicts bit-exact against baseline")
-    for line in warnings:  # repeated under the table, where a reader looks for the outcome
-        print(line, file=sys.stderr)
-    return 1 if bad or series_broken else 0
+    return len(bad)
 
 
 def cmd_ops(args):
@@ -175,9 +257,13 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     _add = sub.add_parser
     sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)
-    sub.add_parser("stages", help="stage names in series order").set_defaults(fn=cmd_stages)
-    sub.add_parser("status", help="which stage vendor_stub/ is at").set_defaults(fn=cmd_status)
-    a = sub.add_parser("apply", help="bring vendor_stub/ to a stage")
+    # Checked by harness.tracks, not argparse `choices`: an unknown track is one line, not usage + error.
+    on_track = argparse.ArgumentParser(add_help=False)
+    on_track.add_argument("--track", help=f"the track to work on (default: {DEFAULT.name}; the other: fused)")
+    with_track = lambda *a, **k: _add(*a, parents=[common, on_track], **k)  # noqa: E731
+    with_track("stages", help="stage names in series order").set_defaults(fn=cmd_stages)
+    with_track("status", help="which stage each track's base is at (one line per track)").set_defaults(fn=cmd_status)
+    a = sub.add_parser("apply", help="bring the base of the stage's track to that stage")
     a.add_argument("stage")
     a.add_argument(
         "--reauthor",
@@ -185,16 +271,17 @@ def main(argv=None) -> int:
         help="the stage's patch no longer applies: go to the stage below, redo its change, `make refresh` rewrites it",
     )
     a.set_defaults(fn=cmd_apply)
-    sub.add_parser("unapply", help="back to baseline").set_defaults(fn=cmd_unapply)
-    sub.add_parser("refresh", help="regenerate the topmost applied patch").set_defaults(fn=cmd_refresh)
+    with_track("unapply", help="back to the track's baseline").set_defaults(fn=cmd_unapply)
+    with_track("refresh", help="regenerate the track's topmost applied patch").set_defaults(fn=cmd_refresh)
     sub.add_parser("build", help="materialize every stage into build/stages (for machines without git)").set_defaults(
         fn=cmd_build
     )
-    v = sub.add_parser(
+    v = with_track(
         "verify",
-        help="stage x scenario bit-exact table; 'worktree' is vendor_stub/ as it stands, unrefreshed edits included",
+        help="stage x scenario (fused: x case) bit-exact table; 'worktree' is the base as it stands, "
+        "unrefreshed edits included",
     )
-    v.add_argument("stage", nargs="*", help=f"stages (default: all, plus '{stages.WORKTREE}' when vendor_stub/ is edited)")
+    v.add_argument("stage", nargs="*", help=f"stages (default: all, plus '{stages.WORKTREE}' when the base is edited)")
     v.set_defaults(fn=cmd_verify)
     o = sub.add_parser("ops", help="aten ops and Triton launches per replay, mode x stage x bs")
     o.add_argument("stage", nargs="*")
@@ -215,7 +302,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         return args.fn(args) or 0
-    except (SeriesError, ReplayInputError) as e:
+    except (SeriesError, TrackError, ReplayInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a read-only checkout, a full disk: one line, and nothing was half-written

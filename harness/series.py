@@ -1,18 +1,20 @@
-"""The patch series: move vendor_stub/ up and down patches/series like `quilt push/pop`, safely.
+"""The patch series: move a track's base up and down its series like `quilt push/pop`, safely.
 
-Stages are `baseline` (vendor_stub/ as committed at HEAD) and one per patch in patches/series.
-Every operation first computes the complete target state in a scratch repository, so a patch that
-does not apply changes nothing; and every operation refuses while vendor_stub/ holds content that
-no stage of the series can give back, so no edit is ever overwritten. A patch that does not apply
-only takes away the stages from it up.
+A track (harness.tracks) is a base directory, a series of patches against it and a release table:
+the 0.5.6 track moves vendor_stub/ along patches/series, the fused track fused/base/ along
+fused/patches/series. Stages are the track's baseline (the base as committed at HEAD) and one per
+patch in its series. Every operation first computes the complete target state in a scratch
+repository, so a patch that does not apply changes nothing; and every operation refuses while the
+base holds content that no stage of the series can give back, so no edit is ever overwritten. A
+patch that does not apply only takes away the stages from it up.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import os
-import re
 import secrets
 import stat
 import tempfile
@@ -24,14 +26,14 @@ from pathlib import Path
 import git
 
 from .loader import REPO_ROOT
+from .tracks import STUB, Track, stage_name  # noqa: F401 (stage_name: callers import it from here)
 
-STUB_DIR = "vendor_stub"
-PATCH_DIR = "patches"
-BASELINE = "baseline"
-SET_ASIDE = f"git stash push -u -- {STUB_DIR}"  # -u: files a patch adds are untracked
-# The stash holds the stage and the edits against HEAD (baseline): it pops cleanly only at baseline,
-# where `status` then finds the stage again ("stage S plus edits").
-BRING_BACK = "`make unapply` then `git stash pop` bring them back"
+# The 0.5.6 track's names, for the code that serves that track alone (stages, releases, upstream).
+STUB_DIR = STUB.base_dir
+PATCH_DIR = STUB.patch_dir
+BASELINE = STUB.baseline
+SET_ASIDE = STUB.set_aside
+BRING_BACK = STUB.bring_back
 
 Files = dict[str, bytes]  # repo-relative path -> exact bytes
 
@@ -63,14 +65,9 @@ class SeriesError(RuntimeError):
     """A refusal: the message names the problem and the command that fixes it."""
 
 
-def stage_name(patch_file: str) -> str:
-    """`0002-list-elim.patch` -> `list-elim`."""
-    return re.sub(r"^\d+-", "", Path(patch_file).name).removesuffix(".patch")
-
-
 @dataclass(frozen=True)
 class Status:
-    """Where vendor_stub/ stands relative to `stage`.
+    """Where the track's base (vendor_stub/ on the 0.5.6 track) stands relative to `stage`.
 
     kind: "clean" (exactly the stage), "minus" (the stage less some of its files), "leftover" (the
     stage plus files the series adds at other stages, e.g. left untracked by a plain `git stash`),
@@ -87,6 +84,7 @@ class Status:
     reauthoring: str = ""  # stage whose broken patch `make refresh` writes anew on top of `stage`
     left_at: str | None = None  # in "edits", when `stage` is only the nearest: what the last apply left
     broken: str = ""  # the first patch that does not apply, with how to re-author it
+    track: Track = STUB
 
     @property
     def edited(self) -> tuple[str, ...]:
@@ -106,24 +104,27 @@ class Status:
         return self.state() + (f"; {self.broken}" if self.broken else "")
 
     def state(self) -> str:
-        """Where vendor_stub/ stands, and the fix where it is not a stage plus edits."""
+        """Where the base stands, and the fix where it is not a stage plus edits."""
+        base = f"{self.track.base_dir}/"
         where = f"stage '{self.stage}'"
         if self.reauthoring:
-            where += f" (re-authoring '{self.reauthoring}': `make refresh` writes its patch)"
+            where += f" (re-authoring '{self.reauthoring}': `{self.track.make('refresh')}` writes its patch)"
         if self.kind == "clean":
-            text = f"vendor_stub/ is at {where}"
+            text = f"{base} is at {where}"
         elif self.kind == "minus":
             text = (
-                f"vendor_stub/ is {where} less files it holds: {', '.join(self.missing)}; "
+                f"{base} is {where} less files it holds: {', '.join(self.missing)}; "
                 f"`make apply-{self.stage}` restores them"
             )
         elif self.kind == "leftover":
             files = ", ".join(self.leftover + tuple(f"{p} (edited)" for p in self.leftover_edited))
             fix = (
-                f"`{SET_ASIDE}` keeps them aside" if self.leftover_edited else f"`make apply-{self.stage}` removes them"
+                f"`{self.track.set_aside}` keeps them aside"
+                if self.leftover_edited
+                else f"`make apply-{self.stage}` removes them"
             )
             text = (
-                f"vendor_stub/ is {where} plus files the series adds at other stages "
+                f"{base} is {where} plus files the series adds at other stages "
                 f"(a git stash without -u leaves untracked files behind): {files}; {fix}"
             )
         else:
@@ -133,10 +134,10 @@ class Status:
                 if paths
             ]
             if self.left_at is None:
-                text = f"vendor_stub/ holds local edits on top of {where}: {'; '.join(parts)}"
+                text = f"{base} holds local edits on top of {where}: {'; '.join(parts)}"
             else:
                 text = (
-                    f"vendor_stub/ holds edits nearest to {where} (the last apply left '{self.left_at}'): "
+                    f"{base} holds edits nearest to {where} (the last apply left '{self.left_at}'): "
                     + "; ".join(parts)
                 )
         return text
@@ -167,19 +168,31 @@ def read_tree(root: Path, under: str) -> Files:
     }
 
 
-def _check_pristine(files: Files) -> None:
-    """HEAD must hold the baseline: each pinned region must sit at its stub_lines, byte for byte."""
-    pin_path = f"{STUB_DIR}/UPSTREAM_PIN.toml"
-    if pin_path not in files:
-        return  # a stub without a pin (the machinery's own tests): nothing to check
-    stub = files[f"{STUB_DIR}/nsa_backend.py"].splitlines(keepends=True)
-    for region in tomllib.loads(files[pin_path].decode())["region"]:
-        start, end = region["stub_lines"]
-        if hashlib.sha256(b"".join(stub[start - 1 : end])).hexdigest() != region["sha256"]:
+def _check_pristine(files: Files, track: Track, root: Path) -> None:
+    """HEAD must hold the baseline, as far as the track pins it: the stub's pinned regions at their
+    stub_lines (UPSTREAM_PIN.toml), the fused base's file by the sha256 of its release table."""
+    restore = (
+        f"commit {track.base_dir}/ only at baseline; restore it with "
+        f"`git checkout <last good commit> -- {track.base_dir}` and commit"
+    )
+    pin_path = f"{track.base_dir}/UPSTREAM_PIN.toml"
+    if pin_path in files:
+        stub = files[f"{track.base_dir}/nsa_backend.py"].splitlines(keepends=True)
+        for region in tomllib.loads(files[pin_path].decode())["region"]:
+            start, end = region["stub_lines"]
+            if hashlib.sha256(b"".join(stub[start - 1 : end])).hexdigest() != region["sha256"]:
+                raise SeriesError(
+                    f"HEAD's {track.base_dir}/nsa_backend.py is not the pristine baseline (pinned region "
+                    f"'{region['name']}' differs): {restore}"
+                )
+    table = root / track.release_table
+    pinned = tomllib.loads(table.read_text()).get("track", {}) if table.is_file() else {}
+    if "base_file" in pinned and "base_sha256" in pinned:  # a stub without a pin: nothing to check
+        data = files.get(pinned["base_file"], b"")
+        if hashlib.sha256(data).hexdigest() != pinned["base_sha256"]:
             raise SeriesError(
-                f"HEAD's {STUB_DIR}/nsa_backend.py is not the pristine baseline (pinned region "
-                f"'{region['name']}' differs): commit {STUB_DIR}/ only at baseline; restore it with "
-                f"`git checkout <last good commit> -- {STUB_DIR}` and commit"
+                f"HEAD's {pinned['base_file']} is not sglang {pinned.get('base_version', 'base')}'s file "
+                f"({track.release_table} pins its sha256): {restore}"
             )
 
 
@@ -220,26 +233,29 @@ def _changed_lines(before: Files, after: Files) -> int:
 
 
 class Series:
-    def __init__(self, root: Path | str = REPO_ROOT):
+    """One track's series in the checkout at `root` (default: the 0.5.6 track in this one)."""
+
+    def __init__(self, root: Path | str = REPO_ROOT, track: Track = STUB):
         self.root = Path(root)
+        self.track = track
         self.repo = git.Repo(self.root)
         self._materialized: dict[str, Files] = {}
+
+    @property
+    def base_dir(self) -> str:
+        return self.track.base_dir
+
+    @property
+    def baseline_stage(self) -> str:
+        return self.track.baseline
 
     # -- reading -------------------------------------------------------------------------------
     @property
     def patch_files(self) -> list[str]:
-        series = self.root / PATCH_DIR / "series"
-        if not series.exists():
-            return []
-        names = []
-        for line in series.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                names.append(line)
-        return names
+        return self.track.patch_files(self.root)
 
     def names(self) -> list[str]:
-        return [BASELINE] + [stage_name(p) for p in self.patch_files]
+        return self.track.stages(self.root)
 
     def _check_stage(self, name: str) -> int:
         names = self.names()
@@ -248,34 +264,37 @@ class Series:
         return names.index(name)
 
     def _patch_path(self, name: str) -> Path:
-        return self.root / PATCH_DIR / self.patch_files[self._check_stage(name) - 1]
+        return self.root / self.track.patch_dir / self.patch_files[self._check_stage(name) - 1]
+
+    def _patch_label(self, patch_file: str) -> str:
+        return f"{self.track.patch_dir}/{patch_file}"
 
     @property
     def baseline(self) -> Files:
-        """vendor_stub/ as committed at HEAD, read from the blobs byte-exact."""
+        """The base as committed at HEAD, read from the blobs byte-exact."""
         try:
-            tree = self.repo.head.commit.tree / STUB_DIR
+            tree = self.repo.head.commit.tree / self.base_dir
         except (KeyError, ValueError) as e:
-            raise SeriesError(f"HEAD has no {STUB_DIR}/: commit the pristine stub first") from e
+            raise SeriesError(f"HEAD has no {self.base_dir}/: commit the pristine base first") from e
         files = {blob.path: blob.data_stream.read() for blob in tree.traverse() if blob.type == "blob"}
-        _check_pristine(files)
+        _check_pristine(files, self.track, self.root)
         return files
 
     def worktree(self) -> Files:
-        """The files git would see under vendor_stub/ (ignored ones such as __pycache__ left out)."""
-        listed = self.repo.git.ls_files("--cached", "--others", "--exclude-standard", "-z", "--", STUB_DIR)
+        """The files git would see under the base (ignored ones such as __pycache__ left out)."""
+        listed = self.repo.git.ls_files("--cached", "--others", "--exclude-standard", "-z", "--", self.base_dir)
         paths = sorted({p for p in listed.split("\0") if p})
         return {p: (self.root / p).read_bytes() for p in paths if (self.root / p).is_file()}
 
     def patch_text(self, name: str) -> bytes:
         index = self._check_stage(name)
         if index == 0:
-            raise SeriesError("'baseline' has no patch")
+            raise SeriesError(f"'{self.baseline_stage}' has no patch")
         path = self._patch_path(name)
         if not path.is_file():
             raise SeriesError(
-                f"patches/series names {path.name}, which does not exist: create it "
-                f"(a DEP-3 header is enough), then `make apply-{name}` and `make refresh`"
+                f"{self.track.patch_dir}/series names {path.name}, which does not exist: create it "
+                f"(a DEP-3 header is enough), then `make apply-{name}` and `{self.track.make('refresh')}`"
             )
         return path.read_bytes()
 
@@ -289,7 +308,7 @@ class Series:
         return h.hexdigest()[:12]
 
     def materialize(self, name: str) -> Files:
-        """The files of vendor_stub/ at stage `name`, computed without touching the working tree."""
+        """The files of the base at stage `name`, computed without touching the working tree."""
         index = self._check_stage(name)
         key = self.digest(name)
         if key not in self._materialized:
@@ -307,17 +326,20 @@ class Series:
         with tmp:
             patch = Path(tmp.name) / ".patch"  # the text digest() hashed, not a re-read of the file
             patch.write_bytes(text)
+            # A track whose patches name sglang's own paths has them applied under its base.
+            directory = [f"--directory={self.track.patch_root}"] if self.track.patch_root else []
             try:
-                scratch.apply("--whitespace=nowarn", str(patch))
+                scratch.apply("--whitespace=nowarn", *directory, str(patch))
             except git.GitCommandError as e:
                 raise SeriesError(
-                    f"patches/{self.patch_files[index - 1]} does not apply on top of stage "
+                    f"{self._patch_label(self.patch_files[index - 1])} does not apply on top of stage "
                     f"'{names[index - 1]}' ({_git_error(e)}): stages from "
                     f"'{names[index]}' up are unavailable; re-author it with "
-                    f"`python -m harness apply {names[index]} --reauthor`, redo its change, then `make refresh`"
+                    f"`python -m harness apply {names[index]} --reauthor`, redo its change, then "
+                    f"`{self.track.make('refresh')}`"
                 ) from None
             patch.unlink()
-            return read_tree(Path(tmp.name), STUB_DIR)
+            return read_tree(Path(tmp.name), self.base_dir)
 
     def reachable(self) -> tuple[list[str], str, str]:
         """(stages that materialize, the first that does not or "", why it does not or "")."""
@@ -332,21 +354,25 @@ class Series:
     # -- state ---------------------------------------------------------------------------------
     @property
     def _applied_record(self) -> Path:
-        # Like quilt's .pc/applied-patches: which stage the last apply left (per clone, untracked);
-        # a second line "reauthor" when that stage's broken patch is being written anew.
-        return Path(self.repo.git_dir) / "nsa-verify-applied-stage"
+        # Like quilt's .pc/applied-patches: which stage the last apply left (per clone and track,
+        # untracked); a second line "reauthor" when that stage's broken patch is being written anew.
+        suffix = "" if self.track.default else f"-{self.track.name}"
+        return Path(self.repo.git_dir) / f"nsa-verify-applied-stage{suffix}"
 
     def _record(self) -> tuple[str, bool]:
         if not self._applied_record.exists():  # no apply yet: the tree started as HEAD's, baseline
-            return BASELINE, False
+            return self.baseline_stage, False
         lines = self._applied_record.read_text().split()
         return (lines[0] if lines else ""), lines[1:] == ["reauthor"]
 
     def status(self) -> Status:
-        """Where vendor_stub/ stands. Edits sit on the stage the last apply left, if that is known."""
+        """Where the base stands. Edits sit on the stage the last apply left, if that is known."""
+        return dataclasses.replace(self._status(), track=self.track)  # the track words its advice
+
+    def _status(self) -> Status:
         current = self.worktree()
         available, first_broken, broken = self.reachable()
-        if not available:  # not even baseline: HEAD's stub is not pristine
+        if not available:  # not even baseline: HEAD's base is not pristine
             raise SeriesError(broken)
         recorded, reauthor = self._record()
         if reauthor and recorded == first_broken:  # then the tree is measured from the stage below
@@ -421,13 +447,13 @@ class Series:
         return best
 
     def worktree_note(self) -> str:
-        """One line when vendor_stub/ is not exactly a stage: stage verdicts do not cover what it holds."""
+        """One line when the base is not exactly a stage: stage verdicts do not cover what it holds."""
         status = self.status()
         if status.clean:
             return ""
         return (
             f"{status.state()}; stage verdicts check the committed series, not this tree: "
-            "`python -m harness verify worktree` checks vendor_stub/ as it stands"
+            f"`{self.track.harness('verify', 'worktree')}` checks {self.base_dir}/ as it stands"
         )
 
     def _refuse_if_unrecoverable(self, status: Status, action: str) -> None:
@@ -435,17 +461,18 @@ class Series:
         if not lost:
             return
         if status.kind == "edits" and not self._refresh_problem(status):
-            keep = f"keep them in {self._patch_path(status.reauthoring or status.stage).name} with `make refresh`, or "
+            patch = self._patch_path(status.reauthoring or status.stage).name
+            keep = f"keep them in {patch} with `{self.track.make('refresh')}`, or "
         else:
             keep = ""
         raise SeriesError(
-            f"refusing to {action}: {status.state()}; {keep}set them aside with `{SET_ASIDE}` and retry "
-            f"({BRING_BACK})"
+            f"refusing to {action}: {status.state()}; {keep}set them aside with `{self.track.set_aside}` and retry "
+            f"({self.track.bring_back})"
         )
 
     # -- moving --------------------------------------------------------------------------------
     def apply(self, name: str, reauthor: bool = False) -> Status:
-        """Bring vendor_stub/ to stage `name` (stacked: pushes or pops as needed).
+        """Bring the base to stage `name` (stacked: pushes or pops as needed).
 
         reauthor: `name`'s patch does not apply; go to the stage below and make `make refresh`
         write that patch anew from the edits made there.
@@ -468,7 +495,7 @@ class Series:
         return self.status()
 
     def unapply(self) -> Status:
-        return self.apply(BASELINE)
+        return self.apply(self.baseline_stage)
 
     def _replace_worktree(self, old: Files, new: Files) -> None:
         """Write `new` over `old` all-or-nothing: stage every file beside its target, then rename.
@@ -509,7 +536,8 @@ class Series:
 
     # -- authoring -----------------------------------------------------------------------------
     def diff(self, before: Files, after: Files) -> str:
-        """`git diff` of two vendor_stub/ states, paths relative to the repo root."""
+        """`git diff` of two states of the base, paths as the track's patches name them: relative to
+        the repository root, or to the base where the patches name sglang's own paths."""
         tmp, scratch = _scratch_repo(before)
         with tmp:
             root = Path(tmp.name)
@@ -520,7 +548,8 @@ class Series:
             added = sorted(after.keys() - before.keys())
             if added:
                 scratch.add("-N", *added)
-            return scratch.diff(*_DIFF_OPTIONS, strip_newline_in_stdout=False)
+            relative = [f"--relative={self.track.patch_root}"] if self.track.patch_root else []
+            return scratch.diff(*_DIFF_OPTIONS, *relative, strip_newline_in_stdout=False)
 
     def _undoes_lower_patch(self, index: int, tree: Files) -> str:
         """Why a patch at `index` made from `tree` would undo a lower patch, or "" if it would not.
@@ -532,7 +561,7 @@ class Series:
         names = self.names()
         below = self.materialize(names[index - 1])
         for k in range(1, index):
-            patch = f"patches/{self.patch_files[k - 1]}"
+            patch = self._patch_label(self.patch_files[k - 1])
             before, after = self.materialize(names[k - 1]), self.materialize(names[k])
             for path in sorted(after.keys() - before.keys()):
                 if path in below and path not in tree:
@@ -563,18 +592,19 @@ class Series:
         target = status.reauthoring or status.stage
         if status.kind in ("minus", "leftover"):  # states git tools leave, not edits: restore first
             return f"refusing to refresh: {status.state()}"
-        if target == BASELINE:
+        series = f"{self.track.patch_dir}/series"
+        if target == self.baseline_stage:
             return (
-                "no patch is applied: add the new patch's file name to patches/series, "
+                f"no patch is applied: add the new patch's file name to {series}, "
                 "`make apply-<it>` is then an empty patch to refresh into"
                 if status.clean
                 else f"refusing to refresh: {status.state()}; a new patch sits on top of the series: set the "
-                f"edits aside with `{SET_ASIDE}`, name the patch in patches/series, `make apply-<it>` and "
+                f"edits aside with `{self.track.set_aside}`, name the patch in {series}, `make apply-<it>` and "
                 "make them there"
             )
         if status.left_at is not None:  # refreshing a guess could fold other patches into this one
             return (
-                f"refusing to refresh: {status.state()}; set the edits aside with `{SET_ASIDE}`, "
+                f"refusing to refresh: {status.state()}; set the edits aside with `{self.track.set_aside}`, "
                 f"then `make apply-{status.stage}` and redo them"
             )
         if status.kind == "edits":
@@ -582,7 +612,7 @@ class Series:
             if undone:
                 return (
                     f"refusing to refresh {self._patch_path(target).name}: {undone}; "
-                    f"set the edits aside with `{SET_ASIDE}`, then `make apply-{target}`"
+                    f"set the edits aside with `{self.track.set_aside}`, then `make apply-{target}`"
                 )
         return ""
 
@@ -594,8 +624,9 @@ class Series:
             raise SeriesError(problem)
         if status.clean and status.reauthoring:
             raise SeriesError(
-                f"vendor_stub/ is exactly stage '{status.stage}': redo the change of "
-                f"{self._patch_path(status.reauthoring).name} in vendor_stub/ first, then `make refresh`"
+                f"{self.base_dir}/ is exactly stage '{status.stage}': redo the change of "
+                f"{self._patch_path(status.reauthoring).name} in {self.base_dir}/ first, "
+                f"then `{self.track.make('refresh')}`"
             )
         if status.clean:
             return f"patch for '{status.stage}' is already up to date"
@@ -613,7 +644,7 @@ class Series:
             breaks_later = first_broken and (
                 not first_broken_before or names.index(first_broken) < names.index(first_broken_before)
             )
-            reproduces = target in available and not breaks_later and self.status() == Status(target, broken=broken)
+            reproduces = target in available and not breaks_later and self.status() == Status(target, broken=broken, track=self.track)
         except BaseException:  # Ctrl-C while checking: the old patch back, the series as it was
             _write_atomically(patch_path, old_text)
             self._materialized.clear()
@@ -624,17 +655,18 @@ class Series:
             self._materialized.clear()
             if not breaks_later:
                 raise SeriesError(
-                    f"refresh of patches/{patch_path.name} would not reproduce vendor_stub/ (a harness bug): "
-                    "restored the patch; vendor_stub/ is untouched"
+                    f"refresh of {self._patch_label(patch_path.name)} would not reproduce {self.base_dir}/ "
+                    f"(a harness bug): restored the patch; {self.base_dir}/ is untouched"
                 )
             raise SeriesError(
-                f"refresh of patches/{patch_path.name} would break patches/{self._patch_path(first_broken).name}; "
-                f"restored it. Make the edit in that patch instead: set it aside with `{SET_ASIDE}`, "
+                f"refresh of {self._patch_label(patch_path.name)} would break "
+                f"{self._patch_label(self._patch_path(first_broken).name)}; "
+                f"restored it. Make the edit in that patch instead: set it aside with `{self.track.set_aside}`, "
                 f"then `make apply-{first_broken}` and redo it"
             )
         if status.reauthoring:
             self._applied_record.write_text(target + "\n")
-        return f"refreshed patches/{patch_path.name}"
+        return f"refreshed {self._patch_label(patch_path.name)}"
 
     @staticmethod
     def _header(patch: bytes) -> bytes:

@@ -10,18 +10,24 @@ _WORKTREE_WARNING = pytest.StashKey[str]()
 
 
 def _worktree_warning() -> str:
-    """The suite checks the committed series: say so when vendor_stub/ holds something else."""
+    """The suite checks the committed series: say so when a track's base (vendor_stub/, fused/base/)
+    holds something else, a line per such track."""
     from harness import stages
 
     if stages.use_build():  # a GPU machine without git: the prepared build is what is tested
         return ""
     from harness.series import Series, SeriesError
+    from harness.tracks import present
 
-    try:
-        note = Series().worktree_note()
-    except SeriesError as e:
-        return f"WARNING: {e}"
-    return f"WARNING: {note}" if note else ""
+    warnings = []
+    for track in present():
+        try:
+            note = Series(track=track).worktree_note()
+        except SeriesError as e:
+            note = str(e)
+        if note:
+            warnings.append(f"WARNING: {note}")
+    return "\n".join(warnings)
 
 
 def pytest_configure(config):
@@ -30,14 +36,15 @@ def pytest_configure(config):
 
 def pytest_report_header(config):  # not shown under -q: the summary below is
     warning = config.stash[_WORKTREE_WARNING]
-    return [warning] if warning else []
+    return warning.splitlines()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     warning = config.stash.get(_WORKTREE_WARNING, "")
     if warning:  # repeated at the end, where the outcome is read
-        terminalreporter.write_sep("!", "vendor_stub/ is not a stage of the series", red=True)
-        terminalreporter.write_line(warning, red=True)
+        terminalreporter.write_sep("!", "a track's base is not a stage of its series", red=True)
+        for line in warning.splitlines():
+            terminalreporter.write_line(line, red=True)
 
 
 # Releases whose real files the tests execute directly: the oldest (no attn_backend local, static inputs

@@ -2,19 +2,26 @@
 
 import pytest
 
-from harness import stages
 from harness.lint import Finding, new_findings
-from harness.series import BASELINE, Series
+from harness.series import Series
+from harness.tracks import TRACKS
 
 
-# The final stage in the fast tier (what ships); every other stage in the slow one.
-@pytest.mark.parametrize(
-    "stage",
-    [pytest.param(s, marks=() if s == stages.final() else pytest.mark.slow) for s in stages.names() if s != BASELINE],
-)
-def test_stage_adds_no_lint_finding(stage):
-    series = Series()
-    assert new_findings(series.materialize(BASELINE), series.materialize(stage)) == []
+def _lint_params():
+    """Each track's stages; its final stage in the fast tier (what ships), every other in the slow one."""
+    for track in TRACKS.values():
+        patched = track.stages()[1:]
+        for stage in patched:
+            marks = () if stage == patched[-1] else pytest.mark.slow
+            yield pytest.param(track, stage, marks=marks, id=f"{track.name}-{stage}")
+
+
+# Both tracks: vendor_stub/'s files against baseline (mapped to every release by upstream-check), the
+# fused track's sglang file against 0.5.23's own.
+@pytest.mark.parametrize("track, stage", _lint_params())
+def test_stage_adds_no_lint_finding(track, stage):
+    series = Series(track=track)
+    assert new_findings(series.materialize(track.baseline), series.materialize(stage)) == []
 
 
 def test_lint_catches_what_upstream_pre_commit_would():

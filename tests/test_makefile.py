@@ -12,19 +12,21 @@ import subprocess
 
 import pytest
 
-from harness import stages
 from harness.loader import REPO_ROOT
+from harness.tracks import TRACKS
+
+EVERY_STAGE = [stage for track in TRACKS.values() for stage in track.stages()]
 
 
 def _targets() -> list[str]:
     rules = re.findall(r"^([a-z][\w-]*):", (REPO_ROOT / "Makefile").read_text(), re.M)
-    return sorted({*rules, *(f"apply-{stage}" for stage in stages.names())})
+    return sorted({*rules, *(f"apply-{stage}" for stage in EVERY_STAGE)})
 
 
 @pytest.fixture(scope="module")
 def fresh_clone(tmp_path_factory):
     root = tmp_path_factory.mktemp("fresh")
-    for rel in ("Makefile", "requirements.txt", "pyproject.toml", "patches/series"):
+    for rel in ("Makefile", "requirements.txt", "pyproject.toml", "patches/series", "fused/patches/series"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / rel, root / rel)
     return root
@@ -44,10 +46,19 @@ def test_target_brings_up_the_venv_first(fresh_clone, target):
     assert out.stdout.splitlines()[0] == "python3 -m venv .venv", out.stdout
 
 
-@pytest.mark.parametrize("stage", stages.names())
+@pytest.mark.parametrize("stage", EVERY_STAGE)
 def test_apply_reaches_the_harness_for_every_stage(fresh_clone, stage):
+    # Every stage of both tracks has its own rule (the harness finds the track from the stage's name).
     out = _dry_run(f"apply-{stage}", cwd=fresh_clone)
     assert f".venv/bin/python -m harness apply {stage}" in out.stdout.splitlines()
+
+
+@pytest.mark.parametrize("target", ["status", "unapply", "refresh", "verify"])
+def test_track_is_passed_through(fresh_clone, target):
+    out = _dry_run(target, "TRACK=fused", cwd=fresh_clone)
+    assert any(line.startswith(f".venv/bin/python -m harness {target} --track fused") for line in out.stdout.splitlines())
+    out = _dry_run(target, cwd=fresh_clone)  # without TRACK: the harness's default (status: every track)
+    assert any(line.split() == [".venv/bin/python", "-m", "harness", target] for line in out.stdout.splitlines())
 
 
 def test_upstream_check_and_export_take_one_version(fresh_clone):

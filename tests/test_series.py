@@ -14,6 +14,7 @@ import pytest
 
 from harness.__main__ import verify_plan
 from harness.series import Series, SeriesError, Status
+from harness.tracks import TRACKS
 
 STUB = "vendor_stub/mod.py"
 V0 = "x = 0\ny = 0\n"
@@ -190,7 +191,11 @@ def test_cli_status_and_refusal(tmp_path):
     )
 
 
-@pytest.mark.parametrize("stage", ["baseline", "quickwin", "list-elim", "triton", "repeat-audit", "graph", "nope"])
+@pytest.mark.parametrize(
+    "stage",
+    ["baseline", "quickwin", "list-elim", "triton", "repeat-audit", "graph", "fused-baseline",
+     "dsa-metadata-width-free-grid", "nope"],
+)
 def test_make_apply_runs_the_harness(stage):
     # `make -n` prints what it would run: every stage (and an unknown name, for its error) reaches the
     # harness. (A .PHONY target served by a pattern rule would print "Nothing to be done".)
@@ -614,11 +619,13 @@ def test_edits_on_a_stage_above_a_broken_patch_are_not_refreshed_into_a_lower_on
     assert Series(repo).status() == Status("one", broken=status.broken)
 
 
-def test_refresh_would_rewrite_each_committed_patch_byte_for_byte(tmp_path, monkeypatch):
-    # Patches are authored by `make refresh`: under a hostile git config it must still produce them.
+@pytest.mark.parametrize("track", TRACKS.values(), ids=TRACKS.keys())
+def test_refresh_would_rewrite_each_committed_patch_byte_for_byte(tmp_path, monkeypatch, track):
+    # Patches are authored by `make refresh`: under a hostile git config it must still produce them,
+    # paths included (the fused track's name sglang's own, relative to fused/base/).
     (tmp_path / "gitconfig").write_text(HOSTILE_GITCONFIG)
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
-    s = Series()
+    s = Series(track=track)
     names = s.names()
     for below, stage in zip(names, names[1:]):
         text = s.patch_text(stage)
