@@ -347,3 +347,52 @@ def test_verify_finds_the_track_from_its_stages():
 def test_verify_cases_are_named_apart():
     names = [fused_verify.case_name(c) for c in fused_verify.matrix()]
     assert len(names) == len(set(names)), names
+
+
+# -- a read-only checkout and Ctrl-C on the fused track -------------------------------------------
+
+# The CLI with every write under fused/base/ failing as on a read-only checkout (the tests run as
+# root, for whom permission bits do not stop a write).
+READ_ONLY = """
+import errno, os, runpy, sys
+real_open = os.open
+def read_only(path, *args, **kwargs):
+    if "fused/base" in str(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    return real_open(path, *args, **kwargs)
+os.open = read_only
+sys.argv = ["harness", *sys.argv[1:]]
+runpy.run_module("harness", run_name="__main__")
+"""
+
+
+def test_read_only_checkout_gets_one_line_and_keeps_the_stage(project):
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    out = subprocess.run([sys.executable, "-c", READ_ONLY, "apply", FINAL], cwd=project, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert re.match(r"error: cannot write fused/base/\S+: Permission denied; .*make it writable", out.stderr)
+    assert _harness(project, "status", "--track", "fused").stdout == "fused/base/ is at stage 'fused-baseline'\n"
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5])
+def test_ctrl_c_is_one_line_and_leaves_a_stage(project, delay):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    # SIGINT as a terminal delivers it (a test run in the background inherits it ignored).
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "apply", FINAL], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    try:
+        if proc.returncode == 0:
+            pytest.skip(f"apply finished within {delay} s: nothing to interrupt")
+        assert (proc.returncode, stderr) == (-signal.SIGINT, cli.INTERRUPTED + "\n")
+        status = _harness(project, "status", "--track", "fused").stdout
+        assert status in (f"fused/base/ is at stage '{s}'\n" for s in ("fused-baseline", FINAL)), status
+    finally:
+        assert _harness(project, "unapply", "--track", "fused").returncode == 0
