@@ -3,7 +3,7 @@
 Two tracks (harness.tracks): the 0.5.6 one (vendor_stub/, patches/) and the fused one (fused/base/,
 fused/patches/). `apply <stage>` finds the track from the stage's name; `stages`, `unapply`,
 `refresh` and `verify` take `--track fused` and otherwise work on the 0.5.6 track; `status`
-without `--track` prints a line per track.
+without `--track` prints a line per track (with `--json`, a list of one object per track).
 
 `verify` with no stage checks every stage of the committed series, and also the track's base as
 it stands (the `worktree` pseudo-stage) when it holds edits not refreshed into a patch;
@@ -17,6 +17,7 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
 
 INTERRUPTED = (
@@ -37,6 +38,10 @@ def _interrupted_in_one_line(kind, value, traceback):
 
 if __name__ == "__main__":
     sys.excepthook = _interrupted_in_one_line
+    # An interrupt inside torch's import can be swallowed there, or come out as numpy's "cannot load
+    # module more than once per process": Ctrl-C during the imports below is held until they are
+    # done, then raised as KeyboardInterrupt (one line, nothing written yet).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 from .env import triton_device  # noqa: E402
 
@@ -46,6 +51,9 @@ from . import stages  # noqa: E402
 from .runner import MODES, ReplayInputError  # noqa: E402
 from .series import SeriesError, Series  # noqa: E402
 from .tracks import DEFAULT, TrackError, present, track, track_for_stage  # noqa: E402
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _emit(args, data, table: str) -> None:

@@ -644,7 +644,8 @@ class Series:
             breaks_later = first_broken and (
                 not first_broken_before or names.index(first_broken) < names.index(first_broken_before)
             )
-            reproduces = target in available and not breaks_later and self.status() == Status(target, broken=broken, track=self.track)
+            exact = Status(target, broken=broken, track=self.track)
+            reproduces = target in available and not breaks_later and self.status() == exact
         except BaseException:  # Ctrl-C while checking: the old patch back, the series as it was
             _write_atomically(patch_path, old_text)
             self._materialized.clear()
