@@ -186,6 +186,17 @@ def test_a_file_the_patch_adds_keeps_sglangs_path(repo):
     assert (repo / added).read_text() == "HELPER = 1\n"
 
 
+def test_the_committed_patches_apply_to_a_sglang_checkout_as_they_stand(tmp_path):
+    # Paths from sglang's root: `git apply` in the sglang repository, no --directory, gives the stage.
+    upstream_path = BASE_FILE.removeprefix("fused/base/")
+    (tmp_path / upstream_path).parent.mkdir(parents=True)
+    (tmp_path / upstream_path).write_text(fused_track.base_source())
+    sglang = git.Repo.init(tmp_path)
+    for patch in FUSED.patch_files():
+        sglang.git.apply(str(REPO_ROOT / FUSED.patch_dir / patch))
+    assert (tmp_path / upstream_path).read_text() == fused_track.patched_source()
+
+
 def test_an_edit_is_never_overwritten_and_the_advice_works_as_printed(repo):
     s = Series(repo, FUSED)
     s.apply(FINAL)
