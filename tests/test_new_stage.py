@@ -17,6 +17,7 @@ import pytest
 from harness import stages
 from harness.runner import MODES
 from harness.series import STUB_DIR, Series
+from harness.tracks import present
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_STAGE = "comment-only"
@@ -36,14 +37,16 @@ print(json.dumps({"names": stages.names(), "final": new, "previous": stages.prev
 def clone_with_extra_stage(dest: Path) -> None:
     """This tree as git sees it (baseline stub committed), plus patches/9999-comment-only.patch."""
     listed = git.Repo(ROOT).git.ls_files("--cached", "--others", "--exclude-standard", "-z").split("\0")
+    bases = tuple(f"{track.base_dir}/" for track in present(ROOT))
     for rel in filter(None, listed):
-        if (ROOT / rel).is_file() and not rel.startswith(STUB_DIR + "/"):
+        if (ROOT / rel).is_file() and not rel.startswith(bases):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             (dest / rel).write_bytes((ROOT / rel).read_bytes())
     series = Series(ROOT)
-    for rel, data in series.baseline.items():  # HEAD must hold the pristine stub, whatever stage this tree is at
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        (dest / rel).write_bytes(data)
+    for track in present(ROOT):  # HEAD must hold each pristine base, whatever stage this tree is at
+        for rel, data in Series(ROOT, track).baseline.items():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_bytes(data)
     repo = git.Repo.init(dest)
     repo.git.add("-A")
     repo.index.commit("scratch clone", author=git.Actor("t", "t@t"), committer=git.Actor("t", "t@t"))
