@@ -196,15 +196,15 @@ def _module(text: str, label: str):
 
 
 @cache
-def equality(upstream_text: str, derived_text: str, page_size_arg: str) -> tuple[int, int, str | None]:
-    """(cases run, cases equal, first failure) for one pair of module texts (cached: releases that
-    ship the same text are run once)."""
+def equality(upstream_text: str, derived_text: str, page_size_arg: str, cases: tuple) -> tuple[int, int, str | None]:
+    """(cases run, cases equal, first failure) for one pair of module texts over `cases` (cached:
+    releases that ship the same text are run once)."""
     from fused import cases as fc
 
     upstream, derived = _module(upstream_text, "upstream"), _module(derived_text, "derived")
     equal, failure = 0, None
     with track.interpreter_bool_masks():
-        for case in CASES:
+        for case in cases:
             try:
                 ran = {}
                 for label, module in (("upstream", upstream), ("derived", derived)):
@@ -222,7 +222,7 @@ def equality(upstream_text: str, derived_text: str, page_size_arg: str) -> tuple
                 equal += 1
             except Exception as error:  # a refusal or a difference: the case is not equal, say which
                 failure = failure or f"{case_name(case)}: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
-    return len(CASES), equal, failure
+    return len(cases), equal, failure
 
 
 # -- callers ---------------------------------------------------------------------------------------
@@ -305,8 +305,9 @@ def kpool(version: str) -> dict | None:
         return None
     with zipfile.ZipFile(_wheel(version)) as wheel:
         names = [n for n in wheel.namelist() if n.startswith(folder.removeprefix("python/")) and n.endswith(".py")]
+        # module.function, relative to the folder: 0.5.20 - 0.5.22 reuse the three names there.
         functions = sorted(
-            node.name
+            f"{Path(name).stem}.{node.name}"
             for name in names
             for node in ast.parse(wheel.read(name).decode()).body
             if isinstance(node, ast.FunctionDef) and node.name.startswith("fused_dsa_")
@@ -383,7 +384,7 @@ def run_release(version: str, step=None) -> dict:
             break
         cell.lint = lint_report({path: texts[0].encode()}, {path: after.encode()})["added"]
         step(version, f"{patch.name}: {len(CASES)} cases, upstream and derived (interpreter)")
-        cell.cases, cell.equal, cell.failure = equality(texts[0], after, entry["page_size_arg"])
+        cell.cases, cell.equal, cell.failure = equality(texts[0], after, entry["page_size_arg"], CASES)
         callers = check_callers(version, after)
         cell.call_sites, cell.callers = len(callers), sum(c["ok"] for c in callers)
         if cell.failure is None and cell.callers != cell.call_sites:
