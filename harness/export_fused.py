@@ -68,14 +68,16 @@ def consumers_sentence(version: str) -> str | None:
     if track.release(version)["live_prefix_contract"]:
         return None
     entry = consumers().get(version)
+    first = next(r["version"] for r in track.table()["release"] if r["live_prefix_contract"])
+    advice = f"`make export VERSION={first}` exports the first release whose docstring states it"
     if not entry:
         raise ExportRefused(
             f"sglang {version} states no live-prefix contract and fused/consumers.toml has no verdict on its "
-            f"consumers: not exported (export 0.5.17 or later, or add [release.\"{version}\"] to fused/consumers.toml)")
+            f"consumers: not exported ({advice})")
     if not entry.get("live_prefix_safe"):
         raise ExportRefused(
-            f"sglang {version}'s consumers may read past the live prefix (fused/consumers.toml): not exported, "
-            "as the patch writes only live prefixes; export 0.5.17 or later")
+            f"sglang {version}'s consumers may read past the live prefix (fused/consumers.toml) and the patch "
+            f"writes live prefixes only: not exported ({advice})")
     return " ".join(entry["summary"].split())
 
 
@@ -90,20 +92,24 @@ def run_of_record() -> tuple[Path, dict] | None:
     return None
 
 
+def stale(data: dict) -> bool:
+    """Whether the run of record measured another kernel than the series' (the patch changed since)."""
+    return data.get("patched_sha256") != upstream_fused._sha(track.patched_source())
+
+
 def table(record: tuple[Path, dict] | None) -> str:
     """The letter's one table, every number read from the run of record."""
     if record is None:
         return "No GPU run of record yet (reports/<machine>/fused.json): no numbers here."
     path, data = record
     rows = {(r["mode"], r["bs"], r["width"], r["profile"]): r for r in data["benchmark"]["rows"]}
-    stale = data.get("patched_sha256") != upstream_fused._sha(track.patched_source())
     head = [
         f"On an {data['card']} (torch {data['torch']}, triton {data['triton']}),",
         f"each launch alone replayed from a CUDA graph, table {WIDTH_OF_RECORD} wide,",
         f"page {data['benchmark']['page_size']}, D={data['benchmark']['draft']}; us, median of interleaved rounds;",
         "floor: the live prefixes' bytes at the copy bandwidth of the same run.",
     ]
-    if stale:
+    if stale(data):
         head.append("Measured on an earlier revision of the patch: to be measured again.")
     lines = [f"{'mode':<11}{'bs':>4} {'lengths':<16}{'shipped':>8}{'host max':>9}{'patched':>8}{'floor':>7}"]
     for mode, bs, profile in TABLE_ROWS:
@@ -148,7 +154,7 @@ def claims(version: str, row: dict | None, record: tuple[Path, dict] | None) -> 
     if sites and all(s["ok"] for s in sites):
         out.append(f"Every call of the three functions in sglang {version}'s attention code "
                    f"({len(sites)} call sites) binds to the patched signatures.")
-    if record is not None:
+    if record is not None and not stale(record[1]):  # a run of an earlier kernel backs nothing here
         data = record[1]
         mine, patched = data["equality"].get(version), data["equality"].get("patched")
         if mine and patched and not mine["failures"] and not patched["failures"]:
@@ -190,7 +196,7 @@ def risk(version: str) -> list[str]:
     first = RISK[0]
     sentence = consumers_sentence(version)
     if sentence:  # no contract in this release's docstring: what its consumers were shown to do
-        first = f"{first.rstrip('.')}. sglang {version} states no such contract; {sentence}"
+        first = f"{first} sglang {version}'s docstring states no such contract. {sentence}"
     else:
         first = f"{first.rstrip('.')}, as the docstring's contract says."
     return [first, RISK[1]]

@@ -236,7 +236,7 @@ def fused_row(version: str, *, equal=12, added=(), upstream=(), broken_caller=Fa
 
 def letter_claims(cover: str) -> list[str]:
     """The letter's bullets under "How it was tested", each unwrapped into one sentence."""
-    section = cover.split("How it was tested", 1)[1].split("\nHow to reproduce", 1)[0]
+    section = cover.split("How it was tested", 1)[1].split("\n\nHow to reproduce", 1)[0]
     return [" ".join(b.split()) for b in section.split("\n- ")[1:]]
 
 
@@ -257,7 +257,7 @@ def fused_backed(sentence: str, r: dict, record: dict | None) -> bool:
         return len(r["callers"]) == int(m[1]) and all(c["ok"] for c in r["callers"])
     if m := re.search(r"^GPU \((.*)\): .* in (\d+) cases", sentence):
         eq = record["equality"]
-        return (record["card"] == m[1] and eq[r["version"]]["cases"] == int(m[2])
+        return (not fx.stale(record) and record["card"] == m[1] and eq[r["version"]]["cases"] == int(m[2])
                 and not eq[r["version"]]["failures"] and not eq["patched"]["failures"])
     if sentence.startswith("Not changed: with SGLANG_EXPERIMENTAL_DSA_KPOOL_METADATA_FUSION"):
         return bool(r["kpool"]) and all(f in sentence for f in r["kpool"]["functions"])
