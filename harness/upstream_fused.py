@@ -269,6 +269,7 @@ def call_sites(version: str) -> list[dict]:
             if isinstance(node, ast.Call) and (function := bound.get(_callee(node) or "")):
                 sites.append({
                     "where": f"{path}:{node.lineno}",
+                    "callee": _callee(node),
                     "function": function,
                     "positional": len(node.args),
                     "keywords": [k.arg for k in node.keywords],
@@ -299,7 +300,9 @@ def check_callers(version: str, derived_text: str) -> list[dict]:
 
 
 def kpool(version: str) -> dict | None:
-    """The KPool kernels a release can send calls to instead (not ported), read from its wheel."""
+    """The KPool kernels a release can send calls to instead (not ported), read from its wheel, and
+    the calls that reach them: those made through the attributes the backend's metadata manager
+    rebinds to the KPool kernels when the fusion is enabled (`self._fused_*_metadata`)."""
     folder = track.release(version)["kpool_module"]
     if not folder:
         return None
@@ -315,6 +318,7 @@ def kpool(version: str) -> dict | None:
     return {
         "module": folder,
         "functions": functions,
+        "calls": [s["where"] for s in call_sites(version) if s["callee"].startswith("self.")],
         "when": "SGLANG_EXPERIMENTAL_DSA_KPOOL_METADATA_FUSION set, a KPool size above 1, page size 64",
     }
 
@@ -374,10 +378,11 @@ def run_release(version: str, step=None) -> dict:
             cell.failure = f"git apply --check: {problem}"
             break
         problem = compiles(after, path)
-        try:
-            _module(after, "derived") if problem is None else None
-        except Exception as error:
-            problem = f"import: {type(error).__name__}: {error}"
+        if problem is None:
+            try:
+                _module(after, "derived")
+            except Exception as error:  # any import failure is the cell's verdict, said in one line
+                problem = f"import: {type(error).__name__}: {error}"
         cell.compiles = problem is None
         if problem:
             cell.failure = problem
@@ -437,5 +442,8 @@ def kpool_line(row: dict) -> str:
     k = row.get("kpool")
     if not k:
         return "no KPool kernels in this release"
-    return (f"not ported: with {k['when']}, calls still reach upstream's "
-            + ", ".join(k["functions"]) + f" ({k['module']})")
+    if "calls" not in k:  # a row written before the calls were recorded
+        return f"not ported: {', '.join(k['functions'])} in `{k['module']}`; which calls reach them: rerun this release"
+    calls = ", ".join(w.rsplit("/", 1)[-1] for w in k["calls"])
+    return (f"not ported: with {k['when']}, {len(k['calls'])} calls ({calls}) still reach upstream's "
+            + ", ".join(k["functions"]) + f" in `{k['module']}`")

@@ -84,6 +84,8 @@ def test_kpool_is_read_from_the_wheel():
     assert upstream_fused.kpool("0.5.17") is None
     k = upstream_fused.kpool("0.5.23")
     assert k["module"] == "python/sglang/kernels/ops/attention/dsa/kpool_metadata/"
+    # Every call goes through the manager's attributes since 0.5.20: all of them reach KPool.
+    assert k["calls"] == [s["where"] for s in upstream_fused.call_sites("0.5.23")] and len(k["calls"]) == 5
     assert k["functions"] == [
         "decode.fused_dsa_decode_metadata_kpool", "draft_extend.fused_dsa_draft_extend_metadata_kpool",
         "verify.fused_dsa_target_verify_metadata_kpool"]
