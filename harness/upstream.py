@@ -465,6 +465,8 @@ def merged(folder: Path, stub_part: dict | None = None, fused_part: dict | None 
         order = {v: i for i, v in enumerate(all_releases())}
         rows = sorted(old.values(), key=lambda r: order.get(r["version"], len(order)))
         report["fused"] = {**fused_part, "releases": rows, **upstream_fused.verdict(rows)}
+    # Every release since 0.5.5 and the track serving it ("none yet"): the one table's first columns.
+    report["tracks"] = {version: track_of(version) for version in all_releases()}
     return report
 
 

@@ -128,6 +128,7 @@ def test_matrix_has_one_table_of_every_release_and_merges_each_track(tmp_path):
     report = json.loads((tmp_path / "matrix.json").read_text())
     assert [r["version"] for r in report["fused"]["releases"]] == ["0.5.17", "0.5.23"]
     assert report["fused"]["ok"] and report["releases"] == stub_part["releases"]
+    assert list(report["tracks"]) == list(all_releases()) and report["tracks"]["0.5.10"] == "none yet"
     md = (tmp_path / "MATRIX.md").read_text()
     table = md.split("\n\n| release | track |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     tracks = {}
