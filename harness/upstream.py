@@ -12,7 +12,10 @@ and why); per mode, the whole series' replay is counted (fused or not); and harn
 the patched files' findings into upstream's own and the series' (none). harness.export writes each
 release's cover letter and header claims from exactly these fields of matrix.json.
 
-    python -m harness.upstream [--version V ...] [--scenarios N] [--json] [--trace] [--write DIR]
+    python -m harness.upstream [--track 0.5.6|fused] [--version V ...] [--scenarios N] [--json] [--trace] [--write DIR]
+
+A version picks its track (harness.tracks); the fused track's releases run in harness.upstream_fused.
+write_report is the one writer of DIR/matrix.json and DIR/MATRIX.md: each run merges its own track.
 
 Wheels are cached outside the repo (NSA_UPSTREAM_CACHE, default ~/.cache/nsa-verify-patches); no
 upstream file enters the repo.
