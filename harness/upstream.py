@@ -522,7 +522,9 @@ def _fused_rows(part: dict) -> list[list[str]]:
             verdict = (f"{c['equal']}/{c['cases']} cases equal on upstream's contract; "
                        f"callers {c['callers']}/{c['call_sites']} bind")
             if r.get("kpool"):
-                verdict += f"; KPool kernels not ported ({len(r['kpool']['functions'])} still upstream's)"
+                calls = r["kpool"].get("calls")
+                verdict += (f"; KPool fusion on: {len(calls)}/{len(r['callers'])} calls reach upstream's KPool kernels "
+                            "(not ported)" if calls is not None else "; KPool kernels not ported")
             if not upstream_fused.cell_ok(c):
                 verdict += f" FAIL: {c['failure'] or 'lint'}"
             rows.append([r["version"], "fused", c["patch"].split("-")[0], "yes" if c["applies"] else "no",
