@@ -140,3 +140,15 @@ def test_matrix_has_one_table_of_every_release_and_merges_each_track(tmp_path):
     assert sum(line.startswith("| 0.5.9 | 0.5.6 |") for line in table) == len(stub_part["patches"])
     assert "| 0.5.16 | fused | - |" in md and "--track fused --version 0.5.16" in md  # not run: says how
     assert "| 0.5.23 | fused | 0001 | yes | yes | clean | 3/3 cases equal" in md
+
+
+def test_a_patch_that_breaks_a_caller_fails_its_cell(monkeypatch):
+    monkeypatch.setattr(upstream_fused, "CASES", SMALL[:1])
+    derived = upstream_fused.derived_sources
+    monkeypatch.setattr(upstream_fused, "derived_sources",
+                        lambda v: [derived(v)[0]] + [re.sub(r"\bmax_len\b", "width", t) for t in derived(v)[1:]])
+    row = upstream_fused.run_release("0.5.17")
+    (cell,) = row["cells"]
+    assert cell["applies"] and cell["compiles"] and not upstream_fused.cell_ok(cell)
+    assert cell["callers"] < cell["call_sites"] and all(
+        not c["ok"] for c in row["callers"] if c["function"] == "fused_dsa_decode_metadata")
