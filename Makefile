@@ -67,15 +67,19 @@ verify: setup
 ops: setup
 	$(PY) -m harness ops
 
-# VERSION=<release> checks one release of the table in patches/releases.toml.
+# VERSION=<release> checks one release on its track (harness/tracks.py): 0.5.5-0.5.9 on the 0.5.6
+# track, 0.5.15-0.5.23 on the fused track; without VERSION, every release of both.
 upstream-check: setup
 	$(PY) -m harness upstream-check $(if $(VERSION),--version $(VERSION))
 
-# reports/upstream/MATRIX.md and matrix.json: every release x patch x scenario (about 45 min on 2 cores).
+# reports/upstream/MATRIX.md and matrix.json: every release x patch, both tracks (about 45 min on 2 cores
+# for the 0.5.6 track, a few minutes for the fused one). Each run merges its own track into matrix.json.
 upstream-report: setup
-	$(PY) -m harness.upstream --trace --write reports/upstream
+	$(PY) -m harness.upstream --track 0.5.6 --trace --write reports/upstream
+	$(PY) -m harness.upstream --track fused --write reports/upstream
 
-# dist/sglang-<version>/: the series for every release, as `git am` / `quilt push -a` take it.
+# dist/sglang-<version>/: the series for every served release of both tracks (or VERSION's), as
+# `git am` / `quilt push -a` take it.
 export: setup
 	$(PY) -m harness export $(if $(VERSION),--version $(VERSION))
 

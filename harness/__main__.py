@@ -299,10 +299,10 @@ def main(argv=None) -> int:
     u = sub.add_parser(
         "upstream-check", help="the series on every release's real file: applies / compiles / lint / bit-exact"
     )
-    u.add_argument("--version", action="append", help="one release of patches/releases.toml (repeatable)")
+    u.add_argument("--version", action="append", help="one release of either track (repeatable; harness/tracks.py)")
     u.set_defaults(fn=cmd_upstream_check)
     e = sub.add_parser("export", help="dist/sglang-<version>/: git am / quilt mails for every release")
-    e.add_argument("--version", action="append", help="one release of patches/releases.toml (repeatable)")
+    e.add_argument("--version", action="append", help="one release of either track (repeatable; harness/tracks.py)")
     e.set_defaults(fn=cmd_export)
     sub.add_parser("mutations", help="plant known kernel bugs in the final stage; the matrix must catch each").set_defaults(
         fn=cmd_mutations

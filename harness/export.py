@@ -225,17 +225,51 @@ def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat:
     )
 
 
-def export(versions=None, out: Path = REPO_ROOT / "dist", matrix: Path = MATRIX) -> dict[str, list[str]]:
-    """Every release's folder under `out`, all built before any is moved into place."""
-    rows = load_matrix(matrix)
+def export(versions=None, out: Path = REPO_ROOT / "dist", matrix: Path = MATRIX,
+           refused: list[str] | None = None) -> dict[str, list[str]]:
+    """Every release's folder under `out` (both tracks; `versions` picks some), all built before any
+    is moved into place. Without `versions`, a fused release the export refuses (no live-prefix
+    contract, no consumers' verdict) is skipped and its one line appended to `refused`; named, it
+    stops the export before anything is written."""
+    from fused.track import TrackError as FusedTrackError
+
+    from . import export_fused
+    from .tracks import FUSED, STUB, TrackError, track_for_version
+
+    try:
+        chosen = {name: [] for name in (STUB.name, FUSED.name)}
+        for version in versions or ():
+            chosen[track_for_version(version).name].append(version)
+    except TrackError as e:
+        raise SeriesError(str(e)) from None
+    if not versions:
+        chosen = {STUB.name: STUB.versions(), FUSED.name: []}
+        for version in FUSED.versions():
+            try:
+                export_fused.consumers_sentence(version)
+                chosen[FUSED.name].append(version)
+            except export_fused.ExportRefused as e:
+                (refused if refused is not None else []).append(str(e))
+    for version in chosen[FUSED.name]:
+        export_fused.consumers_sentence(version)  # a named release the export refuses: before any work
+    rows, fused_rows = load_matrix(matrix), export_fused.load_rows(matrix)
     out.mkdir(parents=True, exist_ok=True)
     done: dict[str, list[str]] = {}
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as staging, Derivation() as derivation:
-        for version in versions or derivation.table.versions:
-            derivation.table.release(version)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out) as staging:
+        if chosen[STUB.name]:
+            with Derivation() as derivation:
+                for version in chosen[STUB.name]:
+                    derivation.table.release(version)
+                    folder = Path(staging) / f"sglang-{version}"
+                    folder.mkdir()
+                    done[version] = export_release(derivation, version, folder, rows.get(version))
+        for version in chosen[FUSED.name]:
             folder = Path(staging) / f"sglang-{version}"
             folder.mkdir()
-            done[version] = export_release(derivation, version, folder, rows.get(version))
+            try:
+                done[version] = export_fused.export_release(version, folder, fused_rows.get(version))
+            except FusedTrackError as e:
+                raise SeriesError(str(e)) from None
         for version in done:
             target = out / f"sglang-{version}"
             old = Path(staging) / f"old-{version}"
@@ -247,16 +281,19 @@ def export(versions=None, out: Path = REPO_ROOT / "dist", matrix: Path = MATRIX)
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.export", description=__doc__.split("\n\n")[0])
-    p.add_argument("--version", action="append", help="one release of patches/releases.toml (repeatable)")
+    p.add_argument("--version", action="append", help="one release of either track (repeatable)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "dist")
     args = p.parse_args(argv)
+    refused: list[str] = []
     try:
-        done = export(args.version, args.out)
+        done = export(args.version, args.out, refused=refused)
     except SeriesError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for version, names in done.items():
         print(f"{args.out / f'sglang-{version}'}: {len(names)} patches + {COVER}")
+    for line in refused:
+        print(f"skipped: {line}", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,10 @@ and why); per mode, the whole series' replay is counted (fused or not); and harn
 the patched files' findings into upstream's own and the series' (none). harness.export writes each
 release's cover letter and header claims from exactly these fields of matrix.json.
 
-    python -m harness.upstream [--version V ...] [--scenarios N] [--json] [--trace] [--write DIR]
+    python -m harness.upstream [--track 0.5.6|fused] [--version V ...] [--scenarios N] [--json] [--trace] [--write DIR]
+
+A version picks its track (harness.tracks); the fused track's releases run in harness.upstream_fused.
+write_report is the one writer of DIR/matrix.json and DIR/MATRIX.md: each run merges its own track.
 
 Wheels are cached outside the repo (NSA_UPSTREAM_CACHE, default ~/.cache/nsa-verify-patches); no
 upstream file enters the repo.
@@ -440,18 +443,194 @@ def table(report: dict) -> list[str]:
     return ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def upstream_check(versions=None, scenarios=None) -> dict:
+    """What `python -m harness upstream-check` prints for the 0.5.6 track: the report with its lines."""
+    report = run_matrix(versions, scenarios)
+    report["lines"] = report["pinned_regions"] + table(report) + (
+        ["upstream-check: OK"] if report["ok"] else ["upstream-check: FAILED: " + "; ".join(report["problems"])]
+    )
+    return report
+
+
+def merged(folder: Path, stub_part: dict | None = None, fused_part: dict | None = None) -> dict:
+    """DIR/matrix.json with one track's part replaced: the 0.5.6 track's whole (its keys at the top
+    level, as harness.export reads them), the fused track's release by release (a run of some
+    releases keeps the others' rows, so the fused run can be resumed one release at a time)."""
+    from . import upstream_fused
+
+    path = folder / "matrix.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    if stub_part is not None:
+        report = {**stub_part, **({"fused": report["fused"]} if "fused" in report else {})}
+    if fused_part is not None:
+        old = {r["version"]: r for r in report.get("fused", {}).get("releases", ())}
+        old.update({r["version"]: r for r in fused_part["releases"]})
+        order = {v: i for i, v in enumerate(all_releases())}
+        rows = sorted(old.values(), key=lambda r: order.get(r["version"], len(order)))
+        report["fused"] = {**fused_part, "releases": rows, **upstream_fused.verdict(rows)}
+    # Every release since 0.5.5 and the track serving it ("none yet"): the one table's first columns.
+    report["tracks"] = {version: track_of(version) for version in all_releases()}
+    return report
+
+
+def all_releases() -> tuple[str, ...]:
+    from .tracks import all_releases as releases
+
+    return releases()
+
+
+def track_of(version: str) -> str:
+    """The name of the track serving `version`, or "none yet"."""
+    from .tracks import TrackError, track_for_version
+
+    try:
+        return track_for_version(version).name
+    except TrackError:
+        return "none yet"
+
+
+def _stub_rows(report: dict) -> list[list[str]]:
+    """The 0.5.6 track's cells, a row per release x patch."""
+    rows = []
+    for r in report.get("releases", ()):
+        if r["error"]:
+            rows.append([r["version"], "0.5.6", "-", "ERROR", "", "", r["error"]])
+            continue
+        for c in r["cells"]:
+            cell = Cell(**c)
+            verdict = f"{cell.exact}/{cell.scenarios} scenarios bit-exact"
+            if cell.records:
+                verdict += ", records"
+            elif cell.declines:
+                verdict += ", declines to record"
+            if not cell.ok:
+                verdict += f" FAIL: {cell.failure or 'lint'}"
+            rows.append([r["version"], "0.5.6", cell.patch.split("-")[0], cell.how,
+                         "yes" if cell.compiles else "no", f"{len(cell.lint)} new" if cell.lint else "clean", verdict])
+    return rows
+
+
+def _fused_rows(part: dict) -> list[list[str]]:
+    from . import upstream_fused
+
+    rows = []
+    for r in part.get("releases", ()):
+        if r["error"]:
+            rows.append([r["version"], "fused", "-", "ERROR", "", "", r["error"]])
+            continue
+        for c in r["cells"]:
+            verdict = (f"{c['equal']}/{c['cases']} cases equal on upstream's contract; "
+                       f"callers {c['callers']}/{c['call_sites']} bind")
+            if r.get("kpool"):
+                calls = r["kpool"].get("calls")
+                verdict += (f"; KPool fusion on: {len(calls)}/{len(r['callers'])} calls reach upstream's KPool kernels "
+                            "(not ported)" if calls is not None else "; KPool kernels not ported")
+            if not upstream_fused.cell_ok(c):
+                verdict += f" FAIL: {c['failure'] or 'lint'}"
+            rows.append([r["version"], "fused", c["patch"].split("-")[0], "yes" if c["applies"] else "no",
+                         "yes" if c["compiles"] else "no", f"{len(c['lint'])} new" if c["lint"] else "clean", verdict])
+    return rows
+
+
+def all_releases_table(report: dict) -> list[str]:
+    """ONE table of every release since 0.5.5: the track serving it, then per patch applies /
+    compiles / lint / verdict (a release not yet run says so)."""
+    head = ["release", "track", "patch", "applies", "compiles", "lint", "verdict"]
+    by_version: dict[str, list[list[str]]] = {}
+    for row in _stub_rows(report) + _fused_rows(report.get("fused", {})):
+        by_version.setdefault(row[0], []).append(row)
+    rows = [head, ["---"] * len(head)]
+    for version in all_releases():
+        name = track_of(version)
+        if name == "none yet":
+            rows.append([version, "none yet", "-", "-", "-", "-", "no track serves it yet"])
+        else:
+            rows += by_version.get(version) or [[version, name, "-", "-", "-", "-", "not run: " + rerun_command(name, version)]]
+    return ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def rerun_command(track_name: str, version: str) -> str:
+    flag = "--track fused " if track_name == "fused" else "--trace "
+    return f"`python -m harness.upstream {flag}--version {version} --write reports/upstream`"
+
+
+def fused_section(part: dict) -> list[str]:
+    from . import upstream_fused
+
+    if not part:
+        return ["", "## The fused track", "", "Not run yet: `python -m harness.upstream --track fused --write reports/upstream`."]
+    tools = part.get("tools", {})
+    md = [
+        "", "## The fused track (sglang 0.5.15 - 0.5.23)", "",
+        "Generated by `python -m harness.upstream --track fused --write reports/upstream` (harness/upstream_fused.py).",
+        f"Tools: python {tools.get('python')}, torch {tools.get('torch')}, triton {tools.get('triton')} "
+        f"(TRITON_INTERPRET={tools.get('triton_interpret') or 'unset'}), git {tools.get('git')}.",
+        "",
+        "applies: the patch as exported for the release (the diff from its own module to the patched base under",
+        "its names, at its module path) passes `git apply --check` on a tree holding the release's real module from",
+        "its wheel. compiles: `py_compile`, import, and the kernels run through Triton's interpreter. lint: black 88,",
+        "isort --profile black, ruff on the derived file, split into upstream's own and added (below). equal:",
+        "upstream's kernels from the wheel and the derived module, run on the same inputs: upstream equal to the",
+        "eager reference on its contract, the derived module equal to it on every buffer whole, and the two equal",
+        "on the contract (fused/cases.py). callers: every call of the three functions in the release's own",
+        "sglang/srt/layers/attention code binds to the derived signatures (executed: `inspect.Signature.bind`).",
+        "",
+        f"{len(part.get('cases', ()))} cases: " + ", ".join(f"`{c}`" for c in part.get("cases", ())) + ".",
+        "",
+        "fused upstream-check: " + ("OK" if part.get("ok") else "FAILED: " + "; ".join(part.get("problems", ()))),
+        "",
+        "| release | module | call sites (bound / all) | KPool |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in part.get("releases", ()):
+        if r["error"]:
+            md.append(f"| {r['version']} | ERROR: {r['error']} | | |")
+            continue
+        sites = r["callers"]
+        where = ", ".join(sorted({s["where"].rsplit("/", 1)[-1].split(":")[0] for s in sites}))
+        md.append(f"| {r['version']} | `{r['module']}` | {sum(s['ok'] for s in sites)}/{len(sites)} ({where}) "
+                  f"| {upstream_fused.kpool_line(r)} |")
+    md += ["", "Lint on the derived files:", ""]
+    for r in part.get("releases", ()):
+        lint = r.get("lint") or {}
+        if lint:
+            md.append(f"- {r['version']}: added by the series: {'; '.join(lint['added']) or 'none'}; "
+                      f"upstream's own: {'; '.join(lint['upstream']) or 'none'}")
+    return md
+
+
 def write_report(report: dict, folder: Path) -> None:
-    """matrix.json and MATRIX.md (the table, how each release got its series, what runs per mode)."""
+    """matrix.json and MATRIX.md: the one table of every release, then each track in detail."""
     from .releases import RESOLUTIONS, Table
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "matrix.json").write_text(json.dumps(report, indent=2) + "\n")
+    md = [
+        "# The series on every sglang release's real files",
+        "",
+        "Generated by `make upstream-report` (do not edit): the 0.5.6 track by `python -m harness.upstream",
+        "--track 0.5.6 --trace --write reports/upstream`, the fused track by `python -m harness.upstream",
+        "--track fused --write reports/upstream`; each run replaces its own track's rows of matrix.json.",
+        "",
+        f"Every release from {all_releases()[0]} on, the track that serves it (harness/tracks.py) and, per patch:",
+        "how it applies, that it compiles, what it adds to sglang's lint, and what running it showed. Each",
+        "track's section below says how each cell is executed.",
+        "",
+        *all_releases_table(report),
+    ]
+    md += stub_section(report, RESOLUTIONS, Table) if report.get("releases") is not None else []
+    md += fused_section(report.get("fused", {}))
+    (folder / "MATRIX.md").write_text("\n".join(md) + "\n")
+
+
+def stub_section(report: dict, RESOLUTIONS, Table) -> list[str]:
+    """The 0.5.6 track in detail: its own table, pinned regions, releases, resolutions, modes, lint."""
     table_data = Table.load()
     tools = report["tools"]
     md = [
-        "# The series on every release's real nsa_backend.py",
         "",
-        "Generated by `python -m harness.upstream --trace --write reports/upstream` (do not edit).",
+        "## The 0.5.6 track (sglang 0.5.5 - 0.5.9)",
+        "",
         f"Tools: python {tools['python']}, torch {tools['torch']}, triton {tools['triton']} "
         f"(TRITON_INTERPRET={tools['triton_interpret'] or 'unset'}), git {tools['git']}, GitPython {tools['gitpython']}.",
         "",
@@ -471,31 +650,31 @@ def write_report(report: dict, folder: Path) -> None:
         "",
         "upstream-check: " + ("OK" if report["ok"] else "FAILED: " + "; ".join(report["problems"])),
         "",
-        "## Pinned regions (0.5.6)",
+        "### Pinned regions (0.5.6)",
         "",
         "```",
         *report["pinned_regions"],
         "```",
         "",
-        "## Releases",
+        "### Releases",
         "",
         "| release | what | status |",
         "| --- | --- | --- |",
         *[f"| {r.version} | {r.what} | {r.status} |" for r in table_data.releases],
         "",
-        "## Hand resolutions",
+        "### Hand resolutions",
         "",
     ]
     for path in sorted(RESOLUTIONS.glob("*.toml")):
         for r in tomllib.loads(path.read_text())["resolution"]:
             md.append(f"- `{path.name[:-5]}` on {', '.join(r['releases'])} ({r['function']}): {' '.join(r['why'].split())}")
-    md += ["", "## The whole series per mode (what each release's cover letter may claim)", "",
+    md += ["", "### The whole series per mode (what each release's cover letter may claim)", "",
            "| release | mode | fused (aten kernels / Triton launches per replay) | in the graph |", "| --- | --- | --- | --- |"]
     for r in report["releases"]:
         for mode, m in r.get("runner", {}).items():
             graph = "records" if m["records"] else f"declines: {m['declines']}" if m["declines"] else m["problem"] or "-"
             md.append(f"| {r['version']} | {mode} | {'yes' if m['fused'] else 'no'} ({m['device_kernels']} / {m['triton_launches']}) | {graph} |")
-    md += ["", "## Lint on the patched files (harness/lint.py)", ""]
+    md += ["", "### Lint on the patched files (harness/lint.py)", ""]
     for r in report["releases"]:
         lint = r.get("lint") or {}
         if lint:
@@ -503,21 +682,12 @@ def write_report(report: dict, folder: Path) -> None:
             md.append(f"- {r['version']}: added by the series: {'; '.join(lint['added']) or 'none'}; upstream's own: {own}")
     traced = [r for r in report["releases"] if r["code_path"]]
     if traced:
-        md += ["", "## What runs (unpatched real file, one scenario per mode)", ""]
+        md += ["", "### What runs (unpatched real file, one scenario per mode)", ""]
         for r in traced:
             md.append(f"- **{r['version']}**")
             for mode, functions in r["code_path"].items():
                 md.append(f"  - {mode}: " + ", ".join(f"`{f}`" for f in functions))
-    (folder / "MATRIX.md").write_text("\n".join(md) + "\n")
-
-
-def upstream_check(versions=None, scenarios=None) -> dict:
-    """What `python -m harness upstream-check` prints: the report with its lines."""
-    report = run_matrix(versions, scenarios)
-    report["lines"] = report["pinned_regions"] + table(report) + (
-        ["upstream-check: OK"] if report["ok"] else ["upstream-check: FAILED: " + "; ".join(report["problems"])]
-    )
-    return report
+    return md
 
 
 def main(argv=None) -> int:
@@ -527,38 +697,85 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     from .scenarios import matrix
+    from .tracks import TRACKS, TrackError, track_for_version
 
     p = argparse.ArgumentParser(prog="python -m harness.upstream", description=__doc__.split("\n\n")[0])
-    p.add_argument("--version", action="append", help="one release of patches/releases.toml (repeatable)")
-    p.add_argument("--scenarios", type=int, help="only every N-th scenario of the matrix (quick runs)")
-    p.add_argument("--trace", action="store_true", help="record which functions each mode runs")
+    p.add_argument("--version", action="append", help="one release of either track (repeatable): its track runs it")
+    p.add_argument("--track", choices=list(TRACKS), help="every release of one track (default: both)")
+    p.add_argument("--scenarios", type=int, help="only every N-th scenario of the 0.5.6 matrix (quick runs)")
+    p.add_argument("--trace", action="store_true", help="record which functions each mode runs (0.5.6 track)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--write", type=Path, metavar="DIR", help="also write DIR/matrix.json and DIR/MATRIX.md")
+    p.add_argument("--write", type=Path, metavar="DIR",
+                   help="merge the run into DIR/matrix.json and rewrite DIR/MATRIX.md (the fused track after each release)")
     args = p.parse_args(argv)
     scenarios = matrix()[:: args.scenarios] if args.scenarios else None
 
-    def progress(result: ReleaseResult) -> None:
-        if not args.json:
-            state = result.error or ", ".join(f"{c.patch.split('-')[0]} {c.describe()}" for c in result.cells)
-            print(f"  {result.version:>12}: {state}", file=sys.stderr, flush=True)
+    try:  # which track runs which version: a version no track serves is one line, before any work
+        wanted: dict[str, list[str]] = {}
+        for version in args.version or ():
+            name = track_for_version(version).name
+            if args.track and name != args.track:
+                raise TrackError(f"sglang {version} is served by track {name}, not {args.track}: drop --track")
+            wanted.setdefault(name, []).append(version)
+    except TrackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    names = list(wanted) if wanted else [args.track] if args.track else list(TRACKS)
 
     def step(version: str, what: str) -> None:
         if not args.json:
             print(f"  {version:>12}  {what}", file=sys.stderr, flush=True)
 
+    out, ok = {}, True
     try:
-        report = run_matrix(args.version, scenarios, args.trace, progress, step)
-    except SeriesError as e:  # ReleaseError included: one line, what is wrong and how to fix it
+        if "0.5.6" in names:
+            def progress(result: ReleaseResult) -> None:
+                if not args.json:
+                    state = result.error or ", ".join(f"{c.patch.split('-')[0]} {c.describe()}" for c in result.cells)
+                    print(f"  {result.version:>12}: {state}", file=sys.stderr, flush=True)
+
+            report = run_matrix(wanted.get("0.5.6"), scenarios, args.trace, progress, step)
+            if args.write:
+                write_report(merged(args.write, stub_part=report), args.write)
+            out["0.5.6"], ok = report, ok and report["ok"]
+            if not args.json:
+                print("\n".join(report["pinned_regions"] + table(report)))
+                print("upstream-check: OK" if report["ok"] else "upstream-check: FAILED: " + "; ".join(report["problems"]))
+        if "fused" in names:
+            part = run_fused(wanted.get("fused"), args, step)
+            out["fused"], ok = part, ok and part["ok"]
+    except (SeriesError, TrackError) as e:  # ReleaseError included: one line, what is wrong and how to fix it
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.write:
-        write_report(report, args.write)
     if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(report["pinned_regions"] + table(report)))
-        print("upstream-check: OK" if report["ok"] else "upstream-check: FAILED: " + "; ".join(report["problems"]))
-    return 0 if report["ok"] else 1
+        print(json.dumps(out if len(out) > 1 else next(iter(out.values())), indent=2))
+    return 0 if ok else 1
+
+
+def run_fused(versions, args, step) -> dict:
+    """The fused track: each release's row printed, and merged into DIR/matrix.json, as it ends."""
+    from fused.track import TrackError as FusedTrackError
+
+    from . import upstream_fused
+
+    def progress(row: dict) -> None:
+        if args.write:
+            part = {**upstream_fused.header(), "releases": [row]}
+            write_report(merged(args.write, fused_part=part), args.write)
+        if not args.json:
+            state = row["error"] or ", ".join(f"{c['patch'].split('-')[0]} {upstream_fused.describe(c)}" for c in row["cells"])
+            print(f"  {row['version']:>12}: {state}", file=sys.stderr, flush=True)
+
+    try:
+        part = {**upstream_fused.header(), **upstream_fused.run_matrix(versions, progress, step)}
+    except FusedTrackError as e:
+        raise SeriesError(str(e)) from None
+    if not args.json:
+        for row in part["releases"]:
+            cells = row["error"] or "; ".join(f"{c['patch']}: {upstream_fused.describe(c)}" for c in row["cells"])
+            print(f"{row['version']:>12}  fused  {cells}  | {upstream_fused.kpool_line(row)}")
+        print("fused upstream-check: OK" if part["ok"] else "fused upstream-check: FAILED: " + "; ".join(part["problems"]))
+    return part
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import git
 import pytest
@@ -199,3 +200,196 @@ def test_matrix_row_runs_the_runner_around_the_release_s_real_backend(version, r
     if not records:  # 0.5.9's NSAMetadata carries the DeepGEMM schedule its replay call refreshes
         assert "DeepGEMM" in last["declines"] and "DeepGEMM" in " ".join(ex.claims(version, release, "0.5.6"))
     assert not release["lint"]["added"] and release["lint"]["upstream"], release["lint"]
+
+
+# -- the fused track (0.5.15 - 0.5.23): the release's module, the letter read from its row ----------
+
+from fused import track as fused_track  # noqa: E402
+from harness import export_fused as fx  # noqa: E402
+from harness import upstream_fused  # noqa: E402
+from harness.series import SeriesError  # noqa: E402
+
+FUSED_RELEASES = ("0.5.15", "0.5.17", "0.5.20", "0.5.23")
+FUSED_FORBIDDEN = re.compile(r"session|NOTES\.md|tests/|bench/|issue \d|reports/")
+CONSUMERS_SENTENCE = "Its indexer, top-k transform and attention read each row only up to cache_seqlens."
+
+
+def fused_row(version: str, *, equal=12, added=(), upstream=(), broken_caller=False) -> dict:
+    """A fused matrix row as harness.upstream_fused writes it, with the facts a test wants."""
+    entry = fused_track.release(version)
+    callers = [{"where": f"python/sglang/srt/layers/attention/dsa_backend.py:{n}", "function": f, "positional": 0,
+                "keywords": [], "starred": False, "ok": not (broken_caller and n == 1), "problem": None}
+               for n, f in enumerate(upstream_fused.FUNCTIONS, 1)]
+    return {
+        "version": version, "track": "fused", "module": entry["module"], "module_sha256": entry["module_sha256"],
+        "page_size_arg": entry["page_size_arg"], "live_prefix_contract": entry["live_prefix_contract"], "error": None,
+        "cells": [{"patch": p.name, "applies": True, "compiles": True, "lint": list(added), "cases": 12,
+                   "equal": equal, "callers": 3 - broken_caller, "call_sites": 3,
+                   "failure": None if equal == 12 else "decode-ps64-bs7-w193: differs"}
+                  for p in fused_track.series()],
+        "lint": {"files": [entry["module"]], "patched": sorted({*added, *upstream}), "upstream": list(upstream),
+                 "added": list(added)},
+        "callers": callers,
+        "kpool": upstream_fused.kpool(version),
+    }
+
+
+def letter_claims(cover: str) -> list[str]:
+    """The letter's bullets under "How it was tested", each unwrapped into one sentence."""
+    section = cover.split("How it was tested", 1)[1].split("\n\nHow to reproduce", 1)[0]
+    return [" ".join(b.split()) for b in section.split("\n- ")[1:]]
+
+
+def fused_backed(sentence: str, r: dict, record: dict | None) -> bool:
+    """Whether the row (or the run of record) backs one claim of the fused letter: read back from
+    the sentence, not from export_fused.claims."""
+    cells = r["cells"]
+    if sentence.startswith("Applied to "):
+        return r["module"] in sentence and all(c["applies"] and c["compiles"] for c in cells)
+    if "adds no" in sentence:
+        return not r["lint"]["added"]
+    if sentence.startswith("Left as is, upstream's own:"):
+        return bool(r["lint"]["upstream"]) and all(f.rsplit(": ", 1)[-1] in sentence for f in r["lint"]["upstream"])
+    if m := re.search(r"agree on upstream's contract in (\d+)/(\d+) cases", sentence):
+        last = cells[-1]
+        return last["equal"] == last["cases"] == int(m[1]) == int(m[2]) and last["failure"] is None
+    if m := re.search(r"\((\d+) call sites\) binds", sentence):
+        return len(r["callers"]) == int(m[1]) and all(c["ok"] for c in r["callers"])
+    if m := re.search(r"^GPU \((.*)\): .* in (\d+) cases", sentence):
+        eq = record["equality"]
+        return (not fx.stale(record) and record["card"] == m[1] and eq[r["version"]]["cases"] == int(m[2])
+                and not eq[r["version"]]["failures"] and not eq["patched"]["failures"])
+    if sentence.startswith("Not changed: with SGLANG_EXPERIMENTAL_DSA_KPOOL_METADATA_FUSION"):
+        return bool(r["kpool"]) and r["kpool"]["module"].removeprefix("python/") in sentence
+    return False  # a claim this test cannot read back is a claim nobody checked
+
+
+@pytest.fixture()
+def consumers_toml(tmp_path, monkeypatch):
+    path = tmp_path / "consumers.toml"
+    path.write_text(f'[release."0.5.15"]\nlive_prefix_safe = true\nsummary = "{CONSUMERS_SENTENCE}"\n'
+                    '[release."0.5.16"]\nlive_prefix_safe = false\nsummary = "Its top-k reads past it."\n')
+    monkeypatch.setattr(fx, "CONSUMERS", path)
+    return path
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("facts", [{}, {"equal": 11}, {"added": ["m.py: ruff: F401 unused"]},
+                                   {"upstream": ["a/m.py: ruff: F541 f-string"]}, {"broken_caller": True}])
+@pytest.mark.parametrize("version", ["0.5.17", "0.5.23"])
+def test_every_fused_claim_is_backed_by_the_row(version, facts):
+    r = fused_row(version, **facts)
+    record = fx.run_of_record()
+    sentences = fx.claims(version, r, record)
+    assert sentences
+    for sentence in sentences:
+        assert fused_backed(sentence, r, record[1] if record else None), sentence
+    text = " ".join(sentences)
+    assert ("agree on upstream's contract" in text) == (facts.get("equal", 12) == 12)
+    assert ("call sites) binds" in text) == (not facts.get("broken_caller"))
+    assert ("KPool" in text) == (version == "0.5.23")
+
+
+def test_the_fused_backer_can_fail():
+    r = fused_row("0.5.23", equal=11)
+    assert not fused_backed("CPU: sglang 0.5.23's own kernels and the patched ones agree on upstream's "
+                            "contract in 12/12 cases", r, None)
+    assert not fused_backed("Every call of the three functions (4 call sites) binds", r, None)
+
+
+@pytest.fixture(scope="module")
+def fused_exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fused-dist")
+    rows = [fused_row(v) for v in FUSED_RELEASES]
+    matrix_json = out / "matrix.json"
+    matrix_json.write_text(json.dumps({"releases": [], "fused": {"releases": rows}}))
+    consumers = out / "consumers.toml"
+    consumers.write_text(f'[release."0.5.15"]\nlive_prefix_safe = true\nsummary = "{CONSUMERS_SENTENCE}"\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fx, "CONSUMERS", consumers)
+        names = ex.export(list(FUSED_RELEASES), out / "dist", matrix=matrix_json)
+    return out, names, {r["version"]: r for r in rows}
+
+
+def _tree_of_release(version: str, root):
+    """A git repository holding the release's files the series touches and its callers, from its wheel."""
+    repo = git.Repo.init(root)
+    repo.git.update_environment(**GIT_ENV)
+    files = dict(upstream_fused.srt_sources(version))
+    files[fused_track.release(version)["module"]] = fused_track.upstream_source(version)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    repo.git.add("-A")
+    repo.git.commit("-q", "-m", f"sglang {version}")
+    return repo
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("version", FUSED_RELEASES)
+def test_fused_export_form_and_git_am_onto_the_release(fused_exported, version, tmp_path):
+    out, names, rows = fused_exported
+    folder = out / "dist" / f"sglang-{version}"
+    cover = (folder / ex.COVER).read_text()
+    body = cover.split("\n\n", 1)[1]
+    assert max(map(len, body.splitlines())) <= ex.WIDTH, max(body.splitlines(), key=len)
+    assert f"base-commit: v{version}\n" in cover and "1 file changed" in cover
+    assert f"nsa-verify-patches ({len(names[version])}):" in cover
+    assert not FUSED_FORBIDDEN.search(cover), FUSED_FORBIDDEN.search(cover)
+    record = fx.run_of_record()
+    for sentence in letter_claims(cover):
+        assert fused_backed(sentence, rows[version], record[1] if record else None), sentence
+    assert (CONSUMERS_SENTENCE in " ".join(cover.split())) == (version == "0.5.15")
+    assert "#38858" in cover and "top-k plan" in cover
+    module = fused_track.release(version)["module"]
+    arg = fused_track.page_size_arg(version)
+    for name in names[version]:
+        mail = (folder / name).read_text()
+        header = mail.split("\n---\n", 1)[0]
+        assert not FUSED_FORBIDDEN.search(header), (name, FUSED_FORBIDDEN.search(header))
+        assert "\nTested: sglang " + version in header and "12/12 cases" in " ".join(header.split())
+        assert f"+++ b/{module}" in mail and arg in mail.split("\n---\n", 1)[1]
+    repo = _tree_of_release(version, tmp_path)
+    repo.git.am(*[str(folder / n) for n in names[version]])
+    assert len(list(repo.iter_commits())) == 1 + len(names[version])
+    assert (tmp_path / module).read_text() == upstream_fused.derived_sources(version)[-1]
+
+
+@pytest.mark.network
+def test_fused_export_quilt_push(fused_exported, tmp_path):
+    out, names, _ = fused_exported
+    _tree_of_release("0.5.23", tmp_path)
+    import shutil
+
+    shutil.copytree(out / "dist" / "sglang-0.5.23", tmp_path / "patches")
+    proc = subprocess.run(["quilt", "push", "-a"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    module = fused_track.release("0.5.23")["module"]
+    assert (tmp_path / module).read_text() == upstream_fused.derived_sources("0.5.23")[-1]
+
+
+@pytest.mark.network
+def test_fused_letter_table_is_read_from_the_run_of_record(tmp_path, monkeypatch):
+    path, data = fx.run_of_record()
+    data = json.loads(json.dumps(data))
+    data["card"] = "NVIDIA H200"
+    for row in data["benchmark"]["rows"]:
+        row["ours/graph_us"] = 1234.5
+    (tmp_path / "h200").mkdir()
+    (tmp_path / "h200" / "fused.json").write_text(json.dumps(data))
+    monkeypatch.setattr(fx, "REPORTS", tmp_path)
+    text = fx.table(fx.run_of_record())
+    assert "On an NVIDIA H200 (torch" in text and "1234.5" in text
+    assert all(len(line) <= ex.WIDTH for line in text.splitlines())
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("version, says", [("0.5.15", "has no verdict on its consumers"),
+                                           ("0.5.16", "may read past the live prefix")])
+def test_fused_export_refuses_releases_without_the_contract(consumers_toml, version, says, tmp_path):
+    if version == "0.5.15":
+        consumers_toml.write_text("")
+    with pytest.raises(SeriesError) as e:
+        ex.export([version, "0.5.23"], tmp_path / "dist")
+    assert says in str(e.value) and "\n" not in str(e.value)
+    assert not any((tmp_path / "dist").glob("sglang-*"))
