@@ -284,3 +284,56 @@ def test_top_k_indices_stay_below_each_rows_length(version):
     assert ((topk == -1) | valid).all()
     assert (topk < lengths[:, None]).where(valid, True).all()
     assert torch.equal(valid.sum(1), lengths.clamp(max=TOPK))  # every live column up to 2048 a candidate
+
+
+# The readers that carry the bounds, unchanged by the release that made live prefixes the contract:
+# sglang PR #31981 (0.5.17) added the early exit to the writers and the docstring, and left these
+# functions as they were in 0.5.16 (the ones it did change are listed in fused/CONSUMERS.md).
+UNCHANGED_IN_0_5_17 = {
+    BACKEND: [
+        "DeepseekSparseAttnBackend._apply_cuda_graph_metadata",
+        "DeepseekSparseAttnBackend._build_forward_metadata_cuda_graph",
+        "DeepseekSparseAttnBackend._graph_page_table_width",
+        "DeepseekSparseAttnBackend._get_fused_topk_page_table",
+        "DeepseekSparseAttnBackend._pad_topk_indices",
+        "DeepseekSparseAttnBackend.get_cuda_graph_seq_len_fill_value",
+        "DeepseekSparseAttnBackend._build_paged_mqa_schedule_2d_ctx_lens",
+        "DeepseekSparseAttnBackend._forward_fa3",
+        "DeepseekSparseAttnBackend._forward_flashmla_kv",
+    ],
+    INDEXER: ["Indexer._get_topk_paged", "Indexer._mask_init_and_local_tokens"],
+    TOPK_BACKEND: ["DSATopKBackend.topk_func", "_topk_unfused"],
+    f"{DSA}/dsa_backend_mtp_precompute.py": [
+        "DeepseekSparseAttnBackendMTPPrecomputeMixin._precompute_decode_mode",
+        "DeepseekSparseAttnBackendMTPPrecomputeMixin._precompute_target_verify_mode",
+    ],
+    "transform_index": [
+        "transform_index_page_table_decode",
+        "transform_index_page_table_prefill",
+        "transform_index_page_table_decode_kernel",
+        "transform_index_page_table_decode_fast",
+        "transform_index_page_table_prefill_fast",
+    ],
+}
+
+
+def definitions(version: str, path: str) -> dict[str, str]:
+    """Qualified name -> normalized text (ast.unparse: comments and layout do not count)."""
+    found = {}
+
+    def walk(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef):
+                found[prefix + child.name] = ast.unparse(child)
+            elif isinstance(child, ast.ClassDef):
+                walk(child, prefix + child.name + ".")
+
+    walk(ast.parse(wheel_text(version, path)), "")
+    return found
+
+
+@pytest.mark.parametrize("path", UNCHANGED_IN_0_5_17)
+def test_the_readers_0_5_17_declared_bounded_are_0_5_16s(path):
+    old, new = (definitions(v, TRANSFORM_INDEX[v] if path == "transform_index" else path) for v in ("0.5.16", CONTROL))
+    changed = [name for name in UNCHANGED_IN_0_5_17[path] if old[name] != new[name]]
+    assert not changed, f"{path}: {changed} differ between 0.5.16 and {CONTROL}"
