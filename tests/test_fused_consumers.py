@@ -24,10 +24,10 @@ ignores the lengths.
 
 from __future__ import annotations
 
-import __future__
 import ast
 import enum
 import random
+import tomllib
 import typing
 import zipfile
 from functools import cache
@@ -57,7 +57,6 @@ BACKEND = "sglang/srt/layers/attention/dsa_backend.py"
 TOPK = 2048  # dsa_index_topk of DeepSeek V3.2 / GLM-5; the transform kernels assert it
 WIDTH = 4160  # 65 pages of 64: rows past 2048 take the real top-k, not the "first length" path
 NEXT_N = 3
-ANNOTATIONS = __future__.annotations.compiler_flag  # as the wheels' files: annotations stay text
 # A model's index_init_tokens / index_local_tokens (0 for DeepSeek V3.2, which skips the masking):
 # nonzero, so that the masking, which writes +inf at columns 0-2 even on a row of length 1, runs.
 INIT_AND_LOCAL_TOKENS = SimpleNamespace(num_init_tokens=3, num_local_tokens=2)
@@ -74,7 +73,9 @@ def wheel_text(version: str, path: str) -> str:
 
 def wheel_definitions(version: str, path: str, names: set[str]) -> dict:
     """The top-level functions and classes `names` of a wheel file, executed as shipped in a
-    namespace of their own: the rest of the file (its sglang imports) is not loaded."""
+    namespace of their own: the rest of the file (its sglang imports) is not loaded. `compile`
+    inherits this module's `from __future__ import annotations`, as the wheels' files have it:
+    annotations stay text."""
     tree = ast.parse(wheel_text(version, path))
     picked = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in names]
     assert {n.name for n in picked} == names, f"{version} {path}: {names - {n.name for n in picked}} missing"
@@ -86,7 +87,7 @@ def wheel_definitions(version: str, path: str, names: set[str]) -> dict:
         **{name: getattr(typing, name) for name in ("Callable", "Dict", "List", "Optional", "Tuple")},
     }
     module = ast.Module(body=picked, type_ignores=[])
-    exec(compile(module, f"<sglang {version} {path}>", "exec", flags=ANNOTATIONS), namespace)
+    exec(compile(module, f"<sglang {version} {path}>", "exec"), namespace)
     return namespace
 
 
@@ -98,7 +99,7 @@ def wheel_method(version: str, path: str, cls: str, name: str):
     if method is None:
         return None
     namespace = {"torch": torch, "Optional": typing.Optional}
-    code = compile(ast.Module(body=[method], type_ignores=[]), f"<sglang {version} {cls}>", "exec", flags=ANNOTATIONS)
+    code = compile(ast.Module(body=[method], type_ignores=[]), f"<sglang {version} {cls}>", "exec")
     exec(code, namespace)
     return namespace[name]
 
@@ -337,3 +338,16 @@ def test_the_readers_0_5_17_declared_bounded_are_0_5_16s(path):
     old, new = (definitions(v, TRANSFORM_INDEX[v] if path == "transform_index" else path) for v in ("0.5.16", CONTROL))
     changed = [name for name in UNCHANGED_IN_0_5_17[path] if old[name] != new[name]]
     assert not changed, f"{path}: {changed} differ between 0.5.16 and {CONTROL}"
+
+
+def test_the_verdicts_name_every_full_width_release_and_cite_only_public_things():
+    """fused/consumers.toml feeds the cover letter: one verdict per release that writes full width."""
+    verdicts = tomllib.loads((track.TRACK_DIR / "consumers.toml").read_text())["release"]
+    full_width = [r["version"] for r in track.table()["release"] if not r["live_prefix_contract"]]
+    assert sorted(verdicts) == sorted(full_width) == sorted(RELEASES)
+    for version, verdict in verdicts.items():
+        assert isinstance(verdict["live_prefix_safe"], bool) and verdict["evidence"]
+        summary = verdict["summary"]
+        assert f"sglang {version} " in summary and "\n" not in summary
+        for private in ("tests/", "test_", "issue", "session", "NOTES.md", "fused/"):
+            assert private not in summary, (version, private)
