@@ -31,6 +31,7 @@ import tomllib
 import typing
 import zipfile
 from functools import cache
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -63,12 +64,20 @@ INIT_AND_LOCAL_TOKENS = SimpleNamespace(num_init_tokens=3, num_local_tokens=2)
 PADDING_ROWS = 2  # sglang's graph runner pads a batch with seq_len 1 (DSA's fill value), pool row 0
 
 
-def wheel_text(version: str, path: str) -> str:
+def wheel(version: str) -> Path:
+    """The release's wheel; the test is skipped, saying how to fetch it, when it is not cached."""
     wheels = sorted((track.WHEEL_CACHE / f"sglang-{version}").glob("sglang-*.whl"))
     if not wheels:
-        pytest.skip(f"no sglang {version} wheel in {track.WHEEL_CACHE} (harness.releases.fetch_wheel)")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        return wheel.read(path).decode()
+        pytest.skip(
+            f"no sglang {version} wheel in {track.WHEEL_CACHE}: "
+            f"python -c \"from harness.releases import fetch_wheel; fetch_wheel('{version}')\""
+        )
+    return wheels[0]
+
+
+def wheel_text(version: str, path: str) -> str:
+    with zipfile.ZipFile(wheel(version)) as archive:
+        return archive.read(path).decode()
 
 
 def wheel_definitions(version: str, path: str, names: set[str]) -> dict:
@@ -156,6 +165,7 @@ def poison(outputs: dict, seed: int) -> None:
 
 def written_tables(version: str, mode: str, seed: int) -> tuple[dict, dict]:
     """(outputs of `version`'s kernel as shipped, outputs of the patched kernel over poison)."""
+    wheel(version)  # the kernel and the readers come from it
     case = graph_case(mode, seed)
     inputs, shipped = graph_inputs(case)
     with track.interpreter_bool_masks():
