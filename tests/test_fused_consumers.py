@@ -156,7 +156,7 @@ def graph_inputs(case: Case) -> tuple[dict, dict]:
 
 
 def poison(outputs: dict, seed: int) -> None:
-    """Fill both page tables (and the guard row behind each) with ids no request owns."""
+    """Fill both page tables (and the guard row behind each) with random ids in [-2^31, 2^31)."""
     g = torch.Generator().manual_seed(seed)
     for name in ("page_table_1", "real_page_table"):
         table = outputs[name]._base
@@ -297,9 +297,10 @@ def test_top_k_indices_stay_below_each_rows_length(version):
     assert torch.equal(valid.sum(1), lengths.clamp(max=TOPK))  # every live column up to 2048 a candidate
 
 
-# The readers that carry the bounds, unchanged by the release that made live prefixes the contract:
-# sglang PR #31981 (0.5.17) added the early exit to the writers and the docstring, and left these
-# functions as they were in 0.5.16 (the ones it did change are listed in fused/CONSUMERS.md).
+# The graph path's functions that hand the tables and their lengths to the readers, and the readers
+# themselves, unchanged by the release that made live prefixes the contract: sglang PR #31981
+# (0.5.17) added the early exit and the docstring to the writers and left these as they were in
+# 0.5.16 (what it did change elsewhere is listed in fused/CONSUMERS.md).
 UNCHANGED_IN_0_5_17 = {
     BACKEND: [
         "DeepseekSparseAttnBackend._apply_cuda_graph_metadata",
