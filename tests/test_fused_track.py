@@ -304,10 +304,14 @@ PLANTED_BUGS = [
     ("drops the last partial page", "tl.cdiv(live_len, physical_page_size)", "live_len // physical_page_size"),
     (
         "loses the last item of every program's run",
-        "(pid + 1).to(tl.int64) * n_items // programs",
-        "(pid + 1).to(tl.int64) * n_items // programs - 1",
+        "((copier + 1).to(tl.int64) * n_items + copiers - 1) // copiers",
+        "((copier + 1).to(tl.int64) * n_items + copiers - 1) // copiers - 1",
     ),
-    ("a program's first row counts blocks, not rows", "tl.where(before, qo_len, 0)", "tl.where(before, blocks, 0)"),
+    (
+        "a program's first row counts blocks, not rows",
+        "first_row = tl.sum(tl.where(before, qo_len, 0), 0)",
+        "first_row = tl.sum(tl.where(before, blocks, 0), 0)",
+    ),
     ("forgets the cumsum carry between scan chunks", "dsa_before += tl.sum(req_total, 0)", "dsa_before += 0"),
     ("verify copies one draft row too few", "rows = next_n", "rows = next_n - 1"),
     (
@@ -467,7 +471,8 @@ names = [p.name for p in kernel.params]
 const = {n: 1 for n in names if n.endswith(("_stride", "_stride_1"))}
 const.update(dsa_index_topk=2048, physical_page_size=64, next_n=4, MODE=1, STATIC_EXTEND_LEN=False,
              HAS_REAL_PAGE_TABLE=True, HAS_PAGED_MQA_CTX_LENS=False, HAS_PAGE_TABLE_1=True,
-             BLOCK_BS=128, BLOCK_ROWS=4, BLOCK_N=module._BLOCK_N, BLOCK_PAGES=16)
+             BLOCK_BS=128, BLOCK_REQS=module._BLOCK_REQS, BLOCK_ROWS=4, BLOCK_N=module._BLOCK_N,
+             BLOCK_PAGES=16)
 pointers = names[:12]
 sig = {n: "constexpr" if n in const else "*i32" if n in pointers else "i32" for n in names}
 sig.update(seq_lens="*i64", req_pool_indices="*i64")
