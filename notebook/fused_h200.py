@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from fused import cases, gpu_check, track
+from fused import gpu_check, track
 
 EXP = track.MODULE_CACHE / "exp"
 V1_COMMIT = "82108f3"  # the kernel the H100 run measured
@@ -150,7 +150,6 @@ def run(out: Path, only: list[str] | None, equality: bool) -> None:
         eq = gpu_check.check_equality("cuda", gpu_check.equality_cases(), checked)
         report["equality"] = {n: {"cases": r["cases"], "failures": r["failures"][:3]} for n, r in eq.items()}
     report["copy_bandwidth_Bps"] = bandwidth = gpu_check.copy_bandwidth()
-    rng = random.Random(0)
     times: dict[str, dict[str, list[float]]] = {}
     floors = {}
     for round_ in range(ROUNDS):
