@@ -172,7 +172,7 @@ class Bench:
         return lambda: cases.call(module, case, self.inputs, self.outputs, "physical_page_size")
 
     def _empty(self, ours, empty_kernel):
-        grid = ours._grid(self.inputs["seq_lens"].device)
+        grid = ours._grid(self.inputs["seq_lens"].device, self.bs)
         pointers = (list(self.inputs.values()) + list(self.outputs.values())) * 2
         integers = [1] * 11 + [self.bs, self.rows, self.width]
         return lambda: empty_kernel[grid](*pointers[:12], *integers)

@@ -110,10 +110,41 @@ def judge(target: dict, rows: list[dict], metric: str) -> Verdict:
         )
     passed = failing == 0
     worst += f"; missed on {failing} of {len(measured)} inputs"
+    worst += _walled(target, measured, metric)
     if unmeasured:
         worst += f"; {len(unmeasured)} of {len(selected)} selected inputs not measured"
         return Verdict(target, "MISSED" if not passed else "NOT MEASURED", worst)
     return Verdict(target, "MET" if passed else "MISSED", worst)
+
+
+def _allowed(target: dict, row: dict, metric: str) -> float:
+    """The most time the target allows ours on `row`."""
+    if target["kind"] == "floor_bound":
+        return max(target["factor"] * row["floor_us"], row["floor_us"] + target["slack_us"])
+    against = row[f"{target['against']}/{metric}"]
+    if target["kind"] == "speedup":
+        return against / target["min_speedup"]
+    return against + target["max_us"]
+
+
+def _walled(target: dict, measured: list[dict], metric: str) -> str:
+    """The missed inputs where the empty kernel (our arguments, our grid), measured the same way,
+    already takes longer than the target allows: no kernel on that launch meets it there."""
+    empty_key = f"empty_kernel/{metric}"
+    walled = [
+        row
+        for row in measured
+        if empty_key in row
+        and row[f"ours/{metric}"] > _allowed(target, row, metric)
+        and row[empty_key] > _allowed(target, row, metric)
+    ]
+    if not walled:
+        return ""
+    row = max(walled, key=lambda r: r[empty_key] / _allowed(target, r, metric))
+    return (
+        f"; on {len(walled)} of them the empty kernel alone takes longer than the target allows "
+        f"(e.g. {_where(row)}: empty kernel {_us(row[empty_key])} µs, allowed {_us(_allowed(target, row, metric))} µs)"
+    )
 
 
 def load_targets(path: Path = TARGETS_FILE) -> dict:

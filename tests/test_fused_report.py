@@ -87,6 +87,15 @@ def test_a_run_built_to_miss_one_target_is_reported_missed_there_only(missed):
             assert "**MET**" in line, line
 
 
+def test_a_target_the_empty_kernel_cannot_meet_is_said_so_where_and_only_there():
+    # (c) at row 1: upstream 70 µs allows 3.5 µs at 20x, under the empty kernel's 4.0.
+    line = _verdicts(_run({1: {"shipped": 70.0}}))["c"]
+    assert "**MISSED**" in line and "on 1 of them the empty kernel alone takes longer" in line, line
+    assert "empty kernel 4.00 µs, allowed 3.50 µs" in line, line
+    for missed, (changes, _, _) in MISSES.items():  # missed, but within the empty kernel's reach
+        assert "empty kernel alone" not in _verdicts(_run(changes))[missed]
+
+
 def test_no_measured_row_is_neither_met_nor_missed():
     data = _run()
     data["benchmark"]["rows"] = []
