@@ -313,6 +313,7 @@ class SpecRunner:
         cls = runner_class(source, filename, kind, namespace)
         self.runner = cls.__new__(cls)
         self.runner.__dict__.update(self._attributes())
+        backend.init_cuda_graph_state(self.runner.max_bs, self.runner.max_num_token)  # as __init__ does
         for bs in reversed(self.runner.capture_bs):  # largest first, as upstream's capture()
             graph, out = self.runner.capture_one_batch_size(bs, None)
             self.runner.graphs[bs], self.runner.output_buffers[bs] = graph, out
@@ -404,7 +405,7 @@ class SpecRunner:
     def _run_model(self, bs: int, out: torch.Tensor) -> None:
         capturing = self.state.in_capture()
         self.events.append(("captured " if capturing else "") + "forward")
-        if not capturing and self._mirror is not None and next(self._mirror):
+        if not capturing and self._mirror is not None and next(self._mirror, False):
             self._warmup_launch(bs)
         self._read_metadata(bs, out)
         if capturing and self.on_cpu:

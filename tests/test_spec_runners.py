@@ -4,6 +4,7 @@ NativeSparseAttnMultiStepBackend's recorder (every draft step's backend, decode 
 against baseline on whole buffers; the runners' own code (stubs and every release's real files) is
 executed by harness.spec_runners."""
 
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from harness import stages
 from harness.compare import first_mismatch
 from harness.scenarios import Scenario
-from harness.spec_runners import Step, backend_state, build_backend
+from harness.spec_runners import RUNNERS, SpecRunner, Step, backend_state, build_backend, compare_runners
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU tensors (the interpreter)")
 
@@ -94,3 +95,48 @@ def test_one_step_left_to_its_replay_call_keeps_the_whole_call():
     _record(recorded, bs, capturing=True)
     assert (bs, decode) in recorded.attn_backends[0].recorded_forward_metadata_cuda_graph
     assert (bs, decode) not in recorded.recorded_forward_metadata_cuda_graph
+
+
+# -- the runners' own code, executed (harness.spec_runners) ------------------------------------
+
+RUNNER_STEP = Step(
+    Scenario(num_draft_tokens=4, page_size=64, index_topk=48, context_len=192, capture_bs=(1, 3, 4),
+             replays=4, seed=11),
+    num_steps=3,
+)
+
+
+def _stub_side(stage: str, kind: str, runner_stage: str | None = None):
+    """(runner file text, its name, backend module): the stage's stub runner around its backend."""
+    module = stages.load(stage)
+    runner_module = stages.load(runner_stage or stage)
+    name = RUNNERS[kind][0]
+    return (Path(runner_module.__file__).parent / name).read_text(), name, module
+
+
+@pytest.mark.parametrize("kind", RUNNERS)
+def test_patched_stub_runner_records_and_stays_bit_exact(kind):
+    verdict = compare_runners(kind, _stub_side(stages.BASELINE, kind), _stub_side(stages.final(), kind), RUNNER_STEP)
+    assert verdict.records and verdict.ok, verdict.describe()
+    replays = verdict.events[verdict.events.index("replay"):]
+    assert replays.count("replay") == RUNNER_STEP.scenario.replays and not any("replay call" in e for e in replays)
+
+
+@pytest.mark.parametrize("kind", RUNNERS)
+def test_unpatched_runner_around_the_patched_backend_keeps_its_replay_call(kind):
+    candidate = _stub_side(stages.final(), kind, runner_stage=stages.BASELINE)
+    verdict = compare_runners(kind, _stub_side(stages.BASELINE, kind), candidate, RUNNER_STEP)
+    assert not verdict.records and verdict.declines is None and verdict.ok, verdict.describe()
+    assert "record" not in " ".join(verdict.events)
+    launches = 1 if kind == "draft_extend" else RUNNER_STEP.num_steps  # one fused launch per backend
+    assert f"replay call: {launches} launches" in verdict.events
+
+
+def test_whole_buffers_see_a_warm_up_the_reference_does_not_mirror():
+    # The candidate's warm-ups write the metadata of the capture-time static inputs; a reference
+    # that skips them differs in rows no later replay rewrites: the comparison must see that.
+    with mock.patch.object(SpecRunner, "_warmup_launch", lambda self, bs: None):
+        verdict = compare_runners(
+            "draft", _stub_side(stages.BASELINE, "draft"), _stub_side(stages.final(), "draft"), RUNNER_STEP
+        )
+    assert verdict.records and not verdict.ok and "replay 0" in verdict.failure
