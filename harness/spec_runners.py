@@ -513,6 +513,12 @@ class RunnerVerdict:
     exact: int = 0  # replays after which every backend buffer equals the reference's, whole
     failure: str | None = None  # the first mismatch ("replay r: buffer[index]: expected, got") or problem
     events: list[str] | None = None
+    notes: list[str] | None = None  # what the release's own code said while it ran (e.g. a fallback)
+
+    @property
+    def replay_launches(self) -> list[int]:
+        """Triton launches of each replay call the runner made (none where everything recorded)."""
+        return [int(e.split(": ")[1].split()[0]) for e in self.events or () if e.startswith("replay call")]
 
     @property
     def ok(self) -> bool:
@@ -535,8 +541,19 @@ def _capture_events(events: list[str]) -> list[list[str]]:
     return out
 
 
-def _verdict(kind: str, runner: SpecRunner) -> RunnerVerdict:
+def declined_because(backend, bs: int, forward_mode) -> str:
+    """Why a (step's) backend left captured `bs` to its replay call: no fused launch for the mode
+    (read off the backend's (bs, mode) launch map), else harness.upstream's reading of what it
+    captured (flashmla_kv, a DeepGEMM schedule)."""
     from .upstream import _declined_because
+
+    launch = getattr(backend, "_fused_launch", None)
+    if launch is not None and launch(bs, forward_mode) is None:
+        return "this release's replay of the mode is not fused"
+    return _declined_because(backend, bs, forward_mode)
+
+
+def _verdict(kind: str, runner: SpecRunner) -> RunnerVerdict:
 
     events = runner.events
     captures = _capture_events(events)
@@ -551,7 +568,7 @@ def _verdict(kind: str, runner: SpecRunner) -> RunnerVerdict:
         bs = runner.runner.capture_bs[-1]
         mode = runner.module.ForwardMode.DECODE if kind == "draft" else runner.runner.forward_mode
         if all(c == RECORDING for c in captures) and replay_calls:
-            verdict.declines = _declined_because(step, bs, mode)
+            verdict.declines = declined_because(step, bs, mode)
         else:
             verdict.failure = f"{kind} runner: offers the recorder, but runs {', '.join(events[:12])}"
     return verdict
@@ -580,3 +597,75 @@ def compare_runners(kind: str, reference: tuple, candidate: tuple, step: Step, d
     verdict.replays, verdict.exact = replays, exact
     verdict.failure = verdict.failure or failure
     return verdict
+
+
+# -- a release's real runners -------------------------------------------------------------------
+
+# The step configuration each release's runners are executed on: 3 draft steps (D = 4), page size
+# 64, a table wider than any length, three captured bs (padding and stale slots in every replay).
+RELEASE_STEP = Step(
+    Scenario(num_draft_tokens=4, page_size=64, index_topk=48, context_len=192, capture_bs=(1, 3, 4),
+             replays=4, seed=22),
+    num_steps=3,
+)
+
+
+def release_runners(before: tuple, after: tuple, step: Step = RELEASE_STEP) -> dict[str, RunnerVerdict]:
+    """Both runners of one release, each side (tree, module) as harness.upstream derives and loads
+    them: the unpatched real runner around the unpatched real backend is the reference, the patched
+    pair the candidate."""
+    from .releases import REPO_PREFIX
+
+    out = {}
+    for kind in RUNNERS:
+        path = REPO_PREFIX + wheel_path(kind)
+        sides = [(tree[path].decode(), path, module) for tree, module in (before, after)]
+        out[kind] = compare_runners(kind, *sides, step)
+    return out
+
+
+def recording_line(v: RunnerVerdict) -> str:
+    """A matrix row's "runners recording" for one runner: "records", "declines: why", or the problem."""
+    exact = f"{v.exact}/{v.replays} replays bit-exact"
+    if not v.ok:
+        return f"FAILS: {v.failure or exact}"
+    launches = sorted(set(v.replay_launches))
+    eager = f"eager replay call: {'/'.join(map(str, launches))} Triton launch(es)"
+    if launches == [0]:
+        eager += ", none of them the series' fused launch"
+    notes = "".join(f"; {note}" for note in v.notes or ())
+    if v.records:
+        return f"records ({exact}; no replay call{notes})"
+    if v.declines:
+        return f"declines: {v.declines} ({exact}; {eager}{notes})"
+    return f"does not offer the recorder ({exact}; {eager}{notes})"
+
+
+# The mode each runner replays: where a matrix row's per-mode `runner` carries its line.
+RUNNER_MODE = {"draft_extend": "draft_extend", "draft": "decode"}
+RUNNER_NAMES = {"draft_extend": "draft-extend runner", "draft": "draft runner (multi-step backend)"}
+
+
+def record_in_row(runner_row: dict, before: tuple, after: tuple) -> str | None:
+    """Run both runners of a release and put each one's line in the row's mode, under "runners
+    recording" (harness.upstream.run_release's hook). Returns the problems, if any, in one line."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):  # the release's own warnings (a JIT fallback)
+            verdicts = release_runners(before, after)
+    except Exception as e:  # the runners' code could not be cut out or run: say so in the row
+        return f"speculative runners: {type(e).__name__}: {e}"
+    fallback = "falling back to individual copies" in printed.getvalue()
+    problems = []
+    for kind, verdict in verdicts.items():
+        if fallback and kind == "draft":
+            verdict.notes = ["sglang's JIT fused metadata copy is not built here: its own fallback copies ran"]
+        line = recording_line(verdict)
+        if RUNNER_MODE[kind] in runner_row:
+            runner_row[RUNNER_MODE[kind]]["runners recording"] = {RUNNER_NAMES[kind]: line}
+        if not verdict.ok:
+            problems.append(f"{RUNNER_NAMES[kind]}: {line}")
+    return "; ".join(problems) or None
