@@ -208,11 +208,15 @@ class _LoggedBackend:
     unpatched backend: the runner finds neither). A recorder call inside a capture is also noted to
     the captured graph, so that its CPU replay launches again (what a CUDA graph replays)."""
 
-    def __init__(self, backend, events: list[str], state: _GraphState, on_cpu: bool, warmups: list[bool]):
+    def __init__(self, backend, events: list[str], state: _GraphState, on_cpu: bool, warmups: list[bool],
+                 offer_recorder: bool = True, recorded=None):
         self._backend, self._events, self._state, self._on_cpu, self._warmups = backend, events, state, on_cpu, warmups
-        if hasattr(backend, RECORDER):
+        self.lean = False  # set for timing: no event, no count around the replay call
+        if offer_recorder and hasattr(backend, RECORDER):
             self.record_forward_metadata_cuda_graph = self._record
-        if hasattr(backend, RECORDED):
+        if recorded is not None:  # what the runner is told was recorded, whatever was (metadata-free graphs)
+            self.recorded_forward_metadata_cuda_graph = recorded
+        elif offer_recorder and hasattr(backend, RECORDED):
             self.recorded_forward_metadata_cuda_graph = getattr(backend, RECORDED)
 
     def __getattr__(self, name):
@@ -247,6 +251,8 @@ class _LoggedBackend:
     def init_forward_metadata_replay_cuda_graph(self, *args, **kwargs):
         from .counters import count_replay
 
+        if self.lean:
+            return self._backend.init_forward_metadata_replay_cuda_graph(*args, **kwargs)
         with count_replay() as counts:
             out = self._backend.init_forward_metadata_replay_cuda_graph(*args, **kwargs)
         self._events.append(f"replay call: {counts.triton_launches} launches")
@@ -273,6 +279,18 @@ class Step:
         return replace(self.scenario, mode=mode, num_draft_tokens=self.num_draft_tokens, seq_lens_dtype="int32")
 
 
+def stub_side(stage: str, kind: str, runner_stage: str | None = None) -> tuple:
+    """(runner file text, its name, backend module): a stage's stub runner of `kind` (or another
+    stage's, `runner_stage`) around the stage's backend, as compare_runners takes a side."""
+    from pathlib import Path
+
+    from . import stages
+
+    name = RUNNERS[kind][0]
+    runner_module = stages.load(runner_stage or stage)
+    return (Path(runner_module.__file__).parent / name).read_text(), name, stages.load(stage)
+
+
 def build_backend(module, kind: str, step: Step, device="cpu"):
     """The draft-extend runner's NativeSparseAttnBackend, or the draft runner's multi-step backend."""
     scenario = step.scenario_for(kind)
@@ -296,9 +314,14 @@ class SpecRunner:
     """One graph runner of `kind`, from `source`, over `backend`; every captured bs captured.
 
     events: what the runner did, in order ("capture", "record" / "forward", prefixed "captured "
-    inside the graph capture, "replay call: N launches", "graph replay")."""
+    inside the graph capture, "replay", "replay call: N launches").
 
-    def __init__(self, kind: str, source: str, filename: str, module, backend, step: Step, mirror=None, device="cpu"):
+    offer_recorder=False: the backend's recorder is hidden from the runner (the same runner with the
+    metadata eager); metadata_free=True: no recorder either, and the runner is told every captured bs
+    was recorded, so its replay makes no replay call (graphs holding no metadata, for timing)."""
+
+    def __init__(self, kind: str, source: str, filename: str, module, backend, step: Step, mirror=None, device="cpu",
+                 offer_recorder: bool = True, metadata_free: bool = False):
         self.kind, self.step, self.module = kind, step, module
         self.scenario = step.scenario_for(kind)
         self.device = torch.device(device)
@@ -308,6 +331,8 @@ class SpecRunner:
         self.warmups: list[bool] = []  # per warm-up run: did the recorder write (candidate only)
         self._mirror = mirror  # the candidate's warm-up log, replayed eagerly here (reference only)
         self.backend = backend
+        self._offer_recorder = offer_recorder and not metadata_free
+        self._metadata_free = metadata_free
         self.pool = SimpleNamespace(handle=None)
         namespace = _runner_globals(module.ForwardMode, _cpu_torch(self.state) if self.on_cpu else torch, self.pool)
         cls = runner_class(source, filename, kind, namespace)
@@ -322,8 +347,12 @@ class SpecRunner:
     # rank: no DP attention, no torch.compile, no pdmux).
     def _attributes(self) -> dict:
         scenario, step, device = self.scenario, self.step, self.device
-        logged = _LoggedBackend(self.backend, self.events, self.state, self.on_cpu, self.warmups)
         capture_bs = sorted(scenario.capture_bs)
+        mode = self.module.ForwardMode.DECODE if self.kind == "draft" else self.module.ForwardMode.DRAFT_EXTEND
+        recorded = {(bs, mode) for bs in capture_bs} if self._metadata_free else None
+        self.proxy = logged = _LoggedBackend(
+            self.backend, self.events, self.state, self.on_cpu, self.warmups, self._offer_recorder, recorded
+        )
         max_bs = capture_bs[-1]
         fill = 1  # NativeSparseAttnBackend.get_cuda_graph_seq_len_fill_value()
         per_bs = 1 if self.kind == "draft" else step.num_draft_tokens  # topk 1; num_steps + 1

@@ -4,7 +4,6 @@ NativeSparseAttnMultiStepBackend's recorder (every draft step's backend, decode 
 against baseline on whole buffers; the runners' own code (stubs and every release's real files) is
 executed by harness.spec_runners."""
 
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -12,8 +11,17 @@ import torch
 
 from harness import stages
 from harness.compare import first_mismatch
+from harness.releases import version_key
 from harness.scenarios import Scenario
-from harness.spec_runners import RUNNERS, SpecRunner, Step, backend_state, build_backend, compare_runners
+from harness.spec_runners import (
+    RUNNERS,
+    SpecRunner,
+    Step,
+    backend_state,
+    build_backend,
+    compare_runners,
+    stub_side,
+)
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU tensors (the interpreter)")
 
@@ -106,17 +114,9 @@ RUNNER_STEP = Step(
 )
 
 
-def _stub_side(stage: str, kind: str, runner_stage: str | None = None):
-    """(runner file text, its name, backend module): the stage's stub runner around its backend."""
-    module = stages.load(stage)
-    runner_module = stages.load(runner_stage or stage)
-    name = RUNNERS[kind][0]
-    return (Path(runner_module.__file__).parent / name).read_text(), name, module
-
-
 @pytest.mark.parametrize("kind", RUNNERS)
 def test_patched_stub_runner_records_and_stays_bit_exact(kind):
-    verdict = compare_runners(kind, _stub_side(stages.BASELINE, kind), _stub_side(stages.final(), kind), RUNNER_STEP)
+    verdict = compare_runners(kind, stub_side(stages.BASELINE, kind), stub_side(stages.final(), kind), RUNNER_STEP)
     assert verdict.records and verdict.ok, verdict.describe()
     replays = verdict.events[verdict.events.index("replay"):]
     assert replays.count("replay") == RUNNER_STEP.scenario.replays and not any("replay call" in e for e in replays)
@@ -124,8 +124,8 @@ def test_patched_stub_runner_records_and_stays_bit_exact(kind):
 
 @pytest.mark.parametrize("kind", RUNNERS)
 def test_unpatched_runner_around_the_patched_backend_keeps_its_replay_call(kind):
-    candidate = _stub_side(stages.final(), kind, runner_stage=stages.BASELINE)
-    verdict = compare_runners(kind, _stub_side(stages.BASELINE, kind), candidate, RUNNER_STEP)
+    candidate = stub_side(stages.final(), kind, runner_stage=stages.BASELINE)
+    verdict = compare_runners(kind, stub_side(stages.BASELINE, kind), candidate, RUNNER_STEP)
     assert not verdict.records and verdict.declines is None and verdict.ok, verdict.describe()
     assert "record" not in " ".join(verdict.events)
     launches = 1 if kind == "draft_extend" else RUNNER_STEP.num_steps  # one fused launch per backend
@@ -137,6 +137,133 @@ def test_whole_buffers_see_a_warm_up_the_reference_does_not_mirror():
     # that skips them differs in rows no later replay rewrites: the comparison must see that.
     with mock.patch.object(SpecRunner, "_warmup_launch", lambda self, bs: None):
         verdict = compare_runners(
-            "draft", _stub_side(stages.BASELINE, "draft"), _stub_side(stages.final(), "draft"), RUNNER_STEP
+            "draft", stub_side(stages.BASELINE, "draft"), stub_side(stages.final(), "draft"), RUNNER_STEP
         )
     assert verdict.records and not verdict.ok and "replay 0" in verdict.failure
+
+
+@pytest.mark.slow
+def test_step_benchmark_runs_every_implementation_on_cpu():
+    # bench.spec_step's body once on CPU (the interpreter; timings not comparable): the recorded
+    # runners bit-exact against baseline, every implementation timed at every bs.
+    from bench import spec_step
+
+    result = spec_step.run("cpu", capture_bs=(1, 2), context=192, rounds=2, pool_size=8)
+    assert all(v["failure"] is None and v["exact"] == v["replays"] for k, v in result["bit_exact"].items()
+               if k != "target_verify")
+    assert result["bit_exact"]["target_verify"]["exact"]
+    assert result["bit_exact"]["draft"]["records"] and result["bit_exact"]["draft_extend"]["records"]
+    assert [r["bs"] for r in result["host"]] == [1, 2]
+    assert set(result["host"][0]["pieces"]) == set(spec_step.VARIANTS)
+
+
+# -- bad input: refused at capture, one line ------------------------------------------------------
+
+BAD_STATIC = {
+    "float lengths": lambda t: t.to(torch.float32),
+    "strided": lambda t: torch.stack([t, t], dim=1)[:, 0],
+    "one short": lambda t: t[:-1],
+}
+
+
+@pytest.mark.parametrize(
+    "name, bad",
+    # A short seq_lens sets the captured bs itself (the metadata is sized from it): the mismatch is
+    # then refused under req_pool_indices' name, the case below.
+    [("seq_lens", "float lengths"), ("seq_lens", "strided"), *(("req_pool_indices", bad) for bad in BAD_STATIC)],
+)
+def test_multi_step_capture_refuses_static_inputs_outside_the_contract(bad, name):
+    # The recorder's capture-time checks, for every step's backend: the launch the recorder records
+    # reads exactly the tensors the capture passed, so they must be what a replay refreshes.
+    backend = build_backend(stages.load(stages.final()), "draft", STEP)
+    bs = max(STEP.scenario.capture_bs)
+    backend.init_cuda_graph_state(bs, bs)
+    static = {"req_pool_indices": torch.zeros(bs, dtype=torch.int32), "seq_lens": torch.ones(bs, dtype=torch.int32)}
+    static[name] = BAD_STATIC[bad](static[name])
+    with pytest.raises(ValueError) as e:
+        backend.init_forward_metadata_capture_cuda_graph(mock.Mock(batch_size=bs, spec_info=None, **static))
+    message = str(e.value)
+    # Decode captures an int32 seq_lens as cache_seqlens_int32 itself (upstream's .to() copies nothing):
+    # a strided one is refused under that buffer's name, its stride given.
+    named = "cache_seqlens_int32" if (name, bad) == ("seq_lens", "strided") else name
+    assert named in message and "\n" not in message
+
+
+@pytest.mark.parametrize("kind, name", [("draft", "seq_lens"), ("draft_extend", "accept_length")])
+def test_runner_whose_static_inputs_break_the_contract_is_refused_at_capture(kind, name):
+    # A runner keeping a static input the launch cannot take as is (int16 here): refused while it
+    # captures, in one line naming the input, before any graph exists.
+    attributes = SpecRunner._attributes
+
+    def int16_static(self):
+        attrs = attributes(self)
+        attrs[name] = attrs[name].to(torch.int16)
+        return attrs
+
+    with mock.patch.object(SpecRunner, "_attributes", int16_static), pytest.raises(ValueError) as e:
+        SpecRunner(kind, *stub_side(stages.final(), kind)[:2], stages.load(stages.final()),
+                   build_backend(stages.load(stages.final()), kind, RUNNER_STEP), RUNNER_STEP)
+    assert name in str(e.value) and "int16" in str(e.value) and "\n" not in str(e.value)
+
+
+# -- every release's real runners (slow) ----------------------------------------------------------
+
+RECORDS = {  # release -> the runners that record (the others decline, with why)
+    **dict.fromkeys(("0.5.5", "0.5.5.post1", "0.5.5.post2"), {"draft"}),
+    **dict.fromkeys(("0.5.5.post3", "0.5.6", "0.5.6.post1", "0.5.6.post2"), {"draft", "draft_extend"}),
+    **dict.fromkeys(("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9"), set()),
+}
+NOT_FUSED = "this release's replay of the mode is not fused"
+DEEPGEMM = "on CUDA its replay call refreshes DeepGEMM's paged-MQA schedule from the lengths"
+
+
+@pytest.fixture(scope="module")
+def derivation():
+    from harness.releases import Derivation
+    from harness.series import Series
+
+    with Derivation(Series()) as d:
+        yield d
+
+
+def _release(derivation, version):
+    from harness.upstream_exec import load_release
+
+    stub = stages.load(stages.BASELINE)
+    release, applied = derivation.table.release(version), derivation.derive(version)
+    trees = derivation.files(derivation.base_commit(version)), derivation.files(applied[-1].commit)
+    return [(tree, load_release(version, tree, stub, release.model_runner, label))
+            for tree, label in zip(trees, ("unpatched", "series"))]
+
+
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.parametrize("version", RECORDS)
+def test_real_runners_record_where_the_backend_allows_and_stay_bit_exact(derivation, version):
+    from harness.spec_runners import release_runners
+
+    verdicts = release_runners(*_release(derivation, version))
+    assert all(v.ok for v in verdicts.values()), {k: v.describe() for k, v in verdicts.items()}
+    assert {k for k, v in verdicts.items() if v.records} == RECORDS[version]
+    for kind, verdict in verdicts.items():
+        if kind not in RECORDS[version]:
+            expected = DEEPGEMM if version_key(version) >= version_key("0.5.7") else NOT_FUSED
+            assert verdict.declines == expected, verdict.describe()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.parametrize("version", ["0.5.7", "0.5.9"])
+def test_draft_runner_without_mtp_precompute_declines_and_stays_bit_exact(derivation, version, monkeypatch):
+    # 0.5.7+'s multi-step replay precomputes once for every step by default; switched off, each step's
+    # backend makes its own (fused) replay call: the recorder still declines, buffers still match.
+    from harness.spec_runners import release_runners
+
+    before, after = _release(derivation, version)
+    monkeypatch.setenv("SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA", "false")  # 0.5.9 reads envs
+    for _, module in (before, after):
+        if hasattr(module.module, "NSA_ENABLE_MTP_PRECOMPUTE_METADATA"):  # 0.5.7-0.5.8: a module constant
+            monkeypatch.setattr(module.module, "NSA_ENABLE_MTP_PRECOMPUTE_METADATA", False)
+    verdict = release_runners(before, after)["draft"]
+    assert verdict.ok and verdict.declines == DEEPGEMM, verdict.describe()
+    assert set(verdict.replay_launches) == {len(build_backend(after[1], "draft", RUNNER_STEP).attn_backends)}
