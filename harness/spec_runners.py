@@ -150,8 +150,6 @@ def _fast_topk(values: torch.Tensor, topk: int, dim: int):
 
 def _runner_globals(forward_mode_enum, torch_module, pool: SimpleNamespace) -> dict:
     """Everything the runner classes' methods name at module level, in every release 0.5.5-0.5.9."""
-    from .cuda_graph import standins  # noqa: F401  (the stub's DeepEP and DP stand-ins have no state)
-
     dp_padding = SimpleNamespace(is_max_len=lambda: False)
     return {
         "__builtins__": builtins,
@@ -519,9 +517,7 @@ class SpecRunner:
         """The runner's replay of one scheduler batch; returns the captured bs it replayed."""
         self.events.append("replay")
         self.runner.replay(self.forward_batch(batch))
-        return self.runner.bs if hasattr(self.runner, "bs") else self.runner.capture_bs[
-            bisect.bisect_left(self.runner.capture_bs, batch.raw_bs)
-        ]
+        return self.runner.capture_bs[bisect.bisect_left(self.runner.capture_bs, batch.raw_bs)]
 
 
 # -- verdicts -----------------------------------------------------------------------------------

@@ -267,3 +267,16 @@ def test_draft_runner_without_mtp_precompute_declines_and_stays_bit_exact(deriva
     verdict = release_runners(before, after)["draft"]
     assert verdict.ok and verdict.declines == DEEPGEMM, verdict.describe()
     assert set(verdict.replay_launches) == {len(build_backend(after[1], "draft", RUNNER_STEP).attn_backends)}
+
+
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.parametrize("version, verb", [("0.5.6", "records"), ("0.5.9", "declines: " + DEEPGEMM)])
+def test_matrix_row_says_per_runner_whether_it_records_or_why_not(derivation, version, verb):
+    from harness.spec_runners import RUNNER_MODE, record_in_row
+
+    row = {"decode": {}, "draft_extend": {}, "target_verify": {}}
+    assert record_in_row(row, *_release(derivation, version)) is None
+    lines = {mode: next(iter(row[mode]["runners recording"].values())) for mode in RUNNER_MODE.values()}
+    assert all(line.startswith(verb) and "4/4 replays bit-exact" in line for line in lines.values()), lines
+    assert "runners recording" not in row["target_verify"]  # that runner's cell is harness.upstream's
