@@ -567,15 +567,19 @@ def _capture_events(events: list[str]) -> list[list[str]]:
 
 
 def declined_because(backend, bs: int, forward_mode) -> str:
-    """Why a (step's) backend left captured `bs` to its replay call: no fused launch for the mode
-    (read off the backend's (bs, mode) launch map), else harness.upstream's reading of what it
-    captured (flashmla_kv, a DeepGEMM schedule)."""
-    from .upstream import _declined_because
-
+    """Why a (step's) backend left captured `bs` to its replay call, read off what it captured, in
+    its recorder's order: no fused launch for the mode, flashmla_kv's host-computed metadata, a
+    DeepGEMM schedule (harness.upstream._declined_because words them alike; not imported: it needs
+    git, which a GPU host running bench.spec_step lacks)."""
     launch = getattr(backend, "_fused_launch", None)
     if launch is not None and launch(bs, forward_mode) is None:
         return "this release's replay of the mode is not fused"
-    return _declined_because(backend, bs, forward_mode)
+    metadata = backend.decode_cuda_graph_metadata[bs]
+    if getattr(metadata, "flashmla_metadata", None) is not None:
+        return "flashmla_kv computes its metadata on the host in the replay call"
+    if hasattr(metadata, "paged_mqa_schedule_metadata"):
+        return "on CUDA its replay call refreshes DeepGEMM's paged-MQA schedule from the lengths"
+    return "unknown"
 
 
 def _verdict(kind: str, runner: SpecRunner) -> RunnerVerdict:
