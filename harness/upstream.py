@@ -342,6 +342,11 @@ def run_release(derivation: Derivation, version: str, scenarios, stub, trace: bo
             result.cells[-1].failure = "; ".join(problems) or None
         except Exception as e:
             result.cells[-1].failure = f"graph runner: {type(e).__name__}: {e}"
+    if result.runner:  # the speculative step's draft-extend and draft runners too (harness.spec_runners)
+        from .spec_runners import record_in_row
+
+        problem = record_in_row(result.runner, (trees[0], modules[0]), (trees[-1], modules[-1]))
+        result.cells[-1].failure = result.cells[-1].failure or problem
     result.lint = lint_report(trees[0], trees[-1])
     if trace:
         result.code_path = trace_code_path(reference, scenarios)

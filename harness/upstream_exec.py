@@ -75,6 +75,9 @@ ENVIRONMENT = {
     ("sglang.srt.utils", "is_blackwell"): lambda: False,
     ("sglang.srt.utils", "get_device_sm"): lambda: 90,
     ("sglang.srt.layers.dp_attention", "get_attention_tp_size"): lambda: 1,
+    # 0.5.7+: the multi-step backend's replay precomputes once for every draft step, by default
+    # (SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA unset: "true").
+    ("sglang.srt.layers.attention.nsa.utils", "NSA_ENABLE_MTP_PRECOMPUTE_METADATA"): True,
 }
 
 

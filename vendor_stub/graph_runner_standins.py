@@ -19,6 +19,29 @@ class ForwardBatch(SimpleNamespace):
     """sglang.srt.model_executor.forward_batch_info.ForwardBatch: the fields the runner passes on."""
 
 
+class EagleDraftInput(SimpleNamespace):
+    """sglang.srt.speculative.eagle_info.EagleDraftInput: the fields the draft runners set."""
+
+
+class LogitsProcessorOutput(SimpleNamespace):
+    """sglang.srt.layers.logits_processor.LogitsProcessorOutput: what the draft extend returns."""
+
+
+class CaptureHiddenMode:
+    """sglang.srt.model_executor.forward_batch_info.CaptureHiddenMode: its members' names."""
+
+    NULL = "NULL"
+    LAST = "LAST"
+    FULL = "FULL"
+
+
+def fast_topk(values: torch.Tensor, topk: int, dim: int):
+    """sglang.srt.speculative.spec_utils.fast_topk."""
+    if topk == 1:
+        return torch.max(values, dim=dim, keepdim=True)
+    return torch.topk(values, topk, dim=dim)
+
+
 class PPProxyTensors(dict):
     """Pipeline parallelism's proxy tensors: never built here (pp_size is 1)."""
 
