@@ -101,6 +101,13 @@ def _series():
         return None
 
 
+def series() -> list[Path]:
+    """The series' patch files, in fused/patches/series order (plain file reads: no git needed)."""
+    from harness.tracks import FUSED
+
+    return [REPO_ROOT / FUSED.patch_dir / name for name in FUSED.patch_files(REPO_ROOT)]
+
+
 def base_source() -> str:
     """sglang's file the series is against: the track's baseline as HEAD holds it, byte for byte."""
     track = table()["track"]

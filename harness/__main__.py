@@ -334,4 +334,8 @@ def os_error_line(e: OSError) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Done: a Ctrl-C from here on would land in the interpreter's shutdown, which has put SIGINT
+    # back to its default, and end the process silently after the work finished; ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)

@@ -3,7 +3,7 @@
 Each folder holds the release's derived series (harness.releases) with paths relative to sglang's
 repository root, as `git format-patch` mails that `git am` applies ([PATCH n/N] subjects, From the
 project, the DEP-3 fields kept in each message body), a `series` file in quilt order, and
-0000-cover-letter.patch ([PATCH 0/N]). dist/ is generated: everything is built in a scratch folder
+0000-cover-letter.patch ([PATCH 0/N], numbered as git format-patch does). dist/ is generated: everything is built in a scratch folder
 first and renamed into place, so an error writes nothing.
 
 What a release's mails claim about that release comes from its own row of
@@ -139,6 +139,11 @@ def with_tested(body: str, lines: list[str]) -> str:
     return "\n".join(out[:at] + lines + out[at:])
 
 
+def numbered(i: int, total: int) -> str:
+    """`i/total` as `git format-patch --numbered` writes it: i zero-padded to total's digits."""
+    return f"{i:0{len(str(total))}}/{total}"
+
+
 def _header_fields(header: str) -> tuple[str, str, str]:
     """A canonical patch header -> (subject without [PATCH n/N], Date value or "", message body)."""
     subject, date, body = "", "", []
@@ -221,7 +226,7 @@ def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat:
     ).strip("\n")
     return (  # the mbox separator line format-patch writes, so mail tools split it alike
         "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
-        f"From: {AUTHOR}\nDate: {date}\nSubject: [PATCH 0/{total}] {subject}\n\n{body}\n"
+        f"From: {AUTHOR}\nDate: {date}\nSubject: [PATCH {numbered(0, total)}] {subject}\n\n{body}\n"
     )
 
 

@@ -274,7 +274,7 @@ def export_release(version: str, folder: Path, row: dict | None) -> list[str]:
     (folder / ex.COVER).write_text(
         "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
         f"From: {ex.AUTHOR}\nDate: Wed, 02 Dec 2026 12:00:00 +0000\n"
-        f"Subject: [PATCH 0/{len(names)}] {subject}\n\n{body}\n"
+        f"Subject: [PATCH {ex.numbered(0, len(names))}] {subject}\n\n{body}\n"
     )
     (folder / "series").write_text("".join(f"{n}\n" for n in names))
     return names

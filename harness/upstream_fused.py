@@ -39,6 +39,8 @@ from pathlib import Path
 
 from fused import track
 
+from .tracks import stage_name
+
 TRACK = "fused"
 WIDE = 2**20 + 3  # a width past 2^20: row offsets past int32's 2^20-column comfort, few rows
 EDGES = (0, 1, 63, 64, 65, 127, 128, 129, 191, 192, 193)
@@ -119,7 +121,8 @@ def as_release(text: str, version: str) -> str:
 
 @cache
 def _patched_prefix(count: int) -> str:
-    return track.patched_source(track.series()[:count])
+    """The base after the series' first `count` patches (the stage the count-th patch ends in)."""
+    return track.patched_source(stage_name(track.series()[count - 1].name))
 
 
 def derived_sources(version: str) -> list[str]:

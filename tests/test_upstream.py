@@ -141,7 +141,7 @@ def test_conflict_without_resolution_names_release_patch_and_hunk(tmp_path):
 
 # -- export: dist/sglang-<version>/ as upstream takes it -------------------------------------------
 
-from harness.export import COVER, export  # noqa: E402
+from harness.export import COVER, export, numbered  # noqa: E402
 from harness.releases import release_files, upstream_roots  # noqa: E402
 
 
@@ -171,11 +171,11 @@ def test_export_git_am_and_quilt_push(exported, version, tmp_path):
     folder = out / f"sglang-{version}"
     names = (folder / "series").read_text().split()
     assert names == series_by_version[version] and COVER not in names
-    assert f"Subject: [PATCH 0/{len(names)}]" in (folder / COVER).read_text()
+    assert f"Subject: [PATCH {numbered(0, len(names))}]" in (folder / COVER).read_text()
     for i, name in enumerate(names, 1):
         mail = (folder / name).read_text()
         assert mail.splitlines()[1] == "From: nsa-verify-patches <nsa-verify-patches@users.noreply.github.com>"
-        assert f"Subject: [PATCH {i}/{len(names)}] " in mail and "\nDate: " in mail
+        assert f"Subject: [PATCH {numbered(i, len(names))}] " in mail and "\nDate: " in mail
         assert "\nAuthor: " in mail and "\nForwarded: " in mail, "DEP-3 fields left the message"
 
     am = tmp_path / "am"
