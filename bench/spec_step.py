@@ -21,6 +21,8 @@ queue drained before each step, the cycle collector paused; median and quartiles
 recorded_extra: per round, recorded - no_metadata (paired), median; the target is <= 2 µs per runner
 (TARGET_US_PER_RUNNER x 3) at every bs. Each runner's share of the step is timed inside the step
 (no synchronize between runners) and reported beside it, with its own paired extra.
+where_the_extra_is: per draft runner, the two things a recorded replay does that a no-metadata one
+does not, timed alone: the runner's recorded-view check and the graph replay with the launches in it.
 Before timing, the recorded runners are checked bit-exact against baseline's on whole buffers, every
 replay (harness.spec_runners.compare_runners; bench.graph_demo's check for target verify).
 """
@@ -28,6 +30,7 @@ replay (harness.spec_runners.compare_runners; bench.graph_demo's check for targe
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 
@@ -164,6 +167,7 @@ def time_steps(s: dict, rounds: int, device, context: int) -> list[dict]:
         row["recorded_extra_per_runner"] = {
             p: spread([a - b for a, b in zip(pieces["recorded"][p], pieces["no_metadata"][p])]) for p in PIECES
         }
+        row["where_the_extra_is"] = where_the_extra_is(s, bs, device)
         row["meets_target"] = all(
             row["recorded_extra_per_runner"][p]["median"] <= TARGET_US_PER_RUNNER for p in PIECES
         ) and row["recorded_extra"]["median"] <= TARGET_US_PER_RUNNER * len(PIECES)
@@ -171,6 +175,35 @@ def time_steps(s: dict, rounds: int, device, context: int) -> list[dict]:
         print({"bs": bs, **{v: round(row[v]["median"], 1) for v in VARIANTS},
                "extra": round(row["recorded_extra"]["median"], 2)}, flush=True)
     return rows
+
+
+def _median_us(fn, device, n: int = 200) -> float:
+    samples = []
+    for _ in range(n):
+        graph_demo.sync(device)
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(samples)
+
+
+def where_the_extra_is(s: dict, bs: int, device) -> dict:
+    """Recorded against no-metadata draft runners, split in the two things their replays do
+    differently: the runner's `(bs, mode) in recorded_forward_metadata_cuda_graph` check (the
+    backend's recorded view against a plain set) and the graph replay (with the metadata launches
+    against without), each timed alone (host µs, median)."""
+    out = {}
+    for kind in RUNNERS:
+        mode = s["spec"]["recorded"][kind].module.ForwardMode
+        key = (bs, mode.DECODE if kind == "draft" else mode.DRAFT_EXTEND)
+        out[kind] = {}
+        for v in ("recorded", "no_metadata"):
+            runner = s["spec"][v][kind]
+            view = runner.proxy.recorded_forward_metadata_cuda_graph
+            graph = runner.runner.graphs[bs]
+            out[kind][v] = {"check_us": _median_us(lambda: key in view, device),
+                            "graph_replay_us": _median_us(graph.replay, device)}
+    return out
 
 
 def run(device, capture_bs=CAPTURE_BS, context=op.GRAPH["width"], rounds=300, pool_size=64) -> dict:

@@ -189,6 +189,14 @@ RISK = (
     "so a recorded design would have to record those readers after the launch too, or "
     "compute them on the device from the same buffers. Earlier attempts upstream: #38852, "
     "#38858, #32010.",
+    "On SM100, DeepGEMM's paged-MQA logits and the CuteDSL indexer load real_page_table "
+    "entries in pairs, one pair per 128 tokens, so a row with an odd number of live pages "
+    "loads one entry past them. It feeds only logits at positions past the row's length, "
+    "which no top-k selects. sglang's kernel writes that entry; this one leaves what it "
+    "held (a page id of an earlier replay, 0, or, in the MTP draft-decode staging buffers, "
+    "uninitialized memory), which the kernel uses as a TMA tile coordinate. Not run on "
+    "SM100 here. Writing each real_page_table row to an even page count would close it at "
+    "the cost of one write past the live prefix.",
 )
 
 
@@ -199,7 +207,7 @@ def risk(version: str) -> list[str]:
         first = f"{first} sglang {version}'s docstring states no such contract. {sentence}"
     else:
         first = f"{first.rstrip('.')}, as the docstring's contract says."
-    return [first, RISK[1]]
+    return [first, *RISK[1:]]
 
 
 def _wrap(items: list[str]) -> str:

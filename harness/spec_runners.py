@@ -210,14 +210,18 @@ class _LoggedBackend:
                  offer_recorder: bool = True, recorded=None):
         self._backend, self._events, self._state, self._on_cpu, self._warmups = backend, events, state, on_cpu, warmups
         self.lean = False  # set for timing: no event, no count around the replay call
+        self._offer_recorder = offer_recorder
         if offer_recorder and hasattr(backend, RECORDER):
             self.record_forward_metadata_cuda_graph = self._record
         if recorded is not None:  # what the runner is told was recorded, whatever was (metadata-free graphs)
             self.recorded_forward_metadata_cuda_graph = recorded
-        elif offer_recorder and hasattr(backend, RECORDED):
-            self.recorded_forward_metadata_cuda_graph = getattr(backend, RECORDED)
 
     def __getattr__(self, name):
+        # The recorded view is the backend's own, made by its init_cuda_graph_state (after this proxy).
+        # Not offered: both hidden, or the runner would find the backend's own recorder through this
+        # fallback (and record a CUDA capture into the "eager" graphs).
+        if name == RECORDER or (name == RECORDED and not self._offer_recorder):
+            raise AttributeError(name)
         return getattr(self._backend, name)
 
     def _prefix(self) -> str:

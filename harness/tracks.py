@@ -5,7 +5,7 @@ a release table. The 0.5.6 track's base is a stub of sglang 0.5.6 (vendor_stub/)
 name vendor_stub/ paths and are mapped onto each release's files by harness.releases. The fused
 track's base is sglang 0.5.23's own file under fused/base/, at sglang's own path, so its patches
 name the paths upstream does and apply (`git apply`, `patch -p1`) to a 0.5.23 checkout as they
-stand; `git am` needs them as mails, which only the 0.5.6 track's `make export` writes so far.
+stand; `git am` takes them as the mails `make export VERSION=<release>` writes for either track.
 
 Stage names are unique across the tracks (each track's baseline has its own name), so
 `make apply-<stage>` finds the track from the stage; the other commands take TRACK=<name>

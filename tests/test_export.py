@@ -393,3 +393,25 @@ def test_fused_export_refuses_releases_without_the_contract(consumers_toml, vers
         ex.export([version, "0.5.23"], tmp_path / "dist")
     assert says in str(e.value) and "\n" not in str(e.value)
     assert not any((tmp_path / "dist").glob("sglang-*"))
+
+
+HEADER_ROW = re.compile(r"^ {3}(decode|target verify|draft extend), (\d+), (.+?)\s{2,}([\d.]+)\s+([\d.]+)$")
+HEADER_PROFILES = {"<= 4k": "all_le_4k", "all 64k": "all_64k", "uniform 1-160k": "uniform_1_160k",
+                   "one 160k, rest 1-4k": "one_160k_rest_1_4k"}
+
+
+def test_fused_header_numbers_are_the_run_of_record_s():
+    # Each number in 0001's table is the graph-replayed median of the run of record (the letter's
+    # source too), so the header cannot drift from the data it cites.
+    path, data = fx.run_of_record()
+    rows = {(r["mode"], r["bs"], r["profile"]): r for r in data["benchmark"]["rows"] if r["width"] == 163840}
+    header = fused_track.series()[0].read_text().split("\n---\n", 1)[0]
+    assert f"On an {data['card']} (torch {data['torch'].split('+')[0].rsplit('.', 1)[0]}, triton " \
+           f"{data['triton'].rsplit('.', 1)[0]})" in header.replace("\n ", " ")
+    found = [m.groups() for m in map(HEADER_ROW.match, header.splitlines()) if m]
+    assert len(found) >= 3, header
+    for mode, bs, profile, shipped, patched in found:
+        row = rows[(mode.replace(" ", "_"), int(bs), HEADER_PROFILES[profile])]
+        assert (float(shipped), float(patched)) == (round(row["upstream_as_shipped/graph_us"], 1),
+                                                    round(row["ours/graph_us"], 1)), (mode, bs, profile)
+    assert not fx.stale(data), f"{path} measured another kernel than the series'"

@@ -11,6 +11,7 @@ import torch
 
 from harness import stages
 from harness.compare import first_mismatch
+from harness.cuda_graph import RECORDED, RECORDER
 from harness.releases import version_key
 from harness.scenarios import Scenario
 from harness.spec_runners import (
@@ -140,6 +141,21 @@ def test_whole_buffers_see_a_warm_up_the_reference_does_not_mirror():
             "draft", stub_side(stages.BASELINE, "draft"), stub_side(stages.final(), "draft"), RUNNER_STEP
         )
     assert verdict.records and not verdict.ok and "replay 0" in verdict.failure
+
+
+@pytest.mark.parametrize("kind", RUNNERS)
+def test_a_runner_not_offered_the_recorder_finds_neither_recorder_nor_recorded_view(kind):
+    # bench.spec_step's eager variants: the patched runner over the patched backend with its recorder
+    # hidden must launch the metadata in every replay call, never record it at capture.
+    from bench.spec_step import spec_runner
+
+    runner = spec_runner(stages.final(), kind, RUNNER_STEP, "cpu", offer_recorder=False)
+    assert not hasattr(runner.proxy, RECORDER) and not hasattr(runner.proxy, RECORDED)
+    assert not any(e.endswith("record") for e in runner.events)
+    runner.events.clear()
+    runner.proxy.lean = False  # count the replay call's launches
+    runner.replay(next(iter(runner.scenario.batches("cpu"))))
+    assert any(e.startswith("replay call: ") and not e.endswith(" 0 launches") for e in runner.events), runner.events
 
 
 @pytest.mark.slow
