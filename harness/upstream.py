@@ -400,16 +400,15 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
             results.append(result)
             if progress:
                 progress(result)
-    problems += [r.error for r in results if r.error]
-    problems += [f"sglang {r.version} {c.patch}: {c.failure}" for r in results for c in r.cells if c.failure]
-    problems += [f"sglang {r.version} {c.patch}: lint: {f}" for r in results for c in r.cells for f in c.lint]
+    releases = [asdict(r) for r in results]
+    problems += row_problems(releases)
     return {
         "ok": not problems,
         "problems": problems,
         "pinned_regions": lines,
         "patches": series.patch_files,
         "scenarios": [s.name for s in scenarios],
-        "releases": [asdict(r) for r in results],
+        "releases": releases,
         "tools": tool_versions(),
     }
 
@@ -466,7 +465,7 @@ def merged(folder: Path, stub_part: dict | None = None, fused_part: dict | None 
     path = folder / "matrix.json"
     report = json.loads(path.read_text()) if path.exists() else {}
     if stub_part is not None:
-        report = {**stub_part, **({"fused": report["fused"]} if "fused" in report else {})}
+        report = {**merged_stub(report, stub_part), **({"fused": report["fused"]} if "fused" in report else {})}
     if fused_part is not None:
         old = {r["version"]: r for r in report.get("fused", {}).get("releases", ())}
         old.update({r["version"]: r for r in fused_part["releases"]})
@@ -476,6 +475,28 @@ def merged(folder: Path, stub_part: dict | None = None, fused_part: dict | None 
     # Every release since 0.5.5 and the track serving it ("none yet"): the one table's first columns.
     report["tracks"] = {version: track_of(version) for version in all_releases()}
     return report
+
+
+def merged_stub(old: dict, new: dict) -> dict:
+    """The 0.5.6 track's part after a run of some of its releases: their rows replace the old ones,
+    and the old rows of the other releases stay where they measured the same series on the same
+    scenarios (else they are dropped: a row of another series is not a verdict on this one)."""
+    same = old.get("patches") == new["patches"] and old.get("scenarios") == new["scenarios"]
+    rows = {r["version"]: r for r in (old.get("releases", ()) if same else ())}
+    rows.update({r["version"]: r for r in new["releases"]})
+    order = {v: i for i, v in enumerate(all_releases())}
+    releases = sorted(rows.values(), key=lambda r: order.get(r["version"], len(order)))
+    own = row_problems(new["releases"])
+    problems = [p for p in new["problems"] if p not in own] + row_problems(releases)  # pinned regions', then rows
+    return {**new, "releases": releases, "problems": problems, "ok": not problems}
+
+
+def row_problems(releases: list[dict]) -> list[str]:
+    """What fails in these rows (as run_matrix lists it): a release's error, a cell's failure or lint."""
+    out = [r["error"] for r in releases if r.get("error")]
+    out += [f"sglang {r['version']} {c['patch']}: {c['failure']}" for r in releases for c in r["cells"] if c["failure"]]
+    out += [f"sglang {r['version']} {c['patch']}: lint: {f}" for r in releases for c in r["cells"] for f in c["lint"]]
+    return out
 
 
 def all_releases() -> tuple[str, ...]:
@@ -674,11 +695,21 @@ def stub_section(report: dict, RESOLUTIONS, Table) -> list[str]:
         for r in tomllib.loads(path.read_text())["resolution"]:
             md.append(f"- `{path.name[:-5]}` on {', '.join(r['releases'])} ({r['function']}): {' '.join(r['why'].split())}")
     md += ["", "### The whole series per mode (what each release's cover letter may claim)", "",
-           "| release | mode | fused (aten kernels / Triton launches per replay) | in the graph |", "| --- | --- | --- | --- |"]
+           "Backend in the graph: the release's real backend asked to record the mode's launch at capture. Graph",
+           "runners: the release's real runners around it, recorded replays compared with baseline's on whole",
+           "buffers: cuda_graph_runner.py (patch 0008; target verify, and plain decode), the speculative step's",
+           "draft runner (0010; its decode steps) and draft-extend runner (0011); harness.spec_runners.",
+           "",
+           "| release | mode | fused (aten kernels / Triton launches per replay) | backend in the graph | graph runners |",
+           "| --- | --- | --- | --- | --- |"]
     for r in report["releases"]:
         for mode, m in r.get("runner", {}).items():
             graph = "records" if m["records"] else f"declines: {m['declines']}" if m["declines"] else m["problem"] or "-"
-            md.append(f"| {r['version']} | {mode} | {'yes' if m['fused'] else 'no'} ({m['device_kernels']} / {m['triton_launches']}) | {graph} |")
+            runners = [f"cuda_graph_runner: {graph}"] if mode in ("target_verify", "decode") else []
+            runners += [f"{name}: {line}" for name, line in m.get("runners recording", {}).items()]
+            runner = "; ".join(runners)
+            md.append(f"| {r['version']} | {mode} | {'yes' if m['fused'] else 'no'} ({m['device_kernels']} / "
+                      f"{m['triton_launches']}) | {graph} | {runner} |")
     md += ["", "### Lint on the patched files (harness/lint.py)", ""]
     for r in report["releases"]:
         lint = r.get("lint") or {}

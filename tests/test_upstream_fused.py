@@ -152,3 +152,21 @@ def test_a_patch_that_breaks_a_caller_fails_its_cell(monkeypatch):
     assert cell["applies"] and cell["compiles"] and not upstream_fused.cell_ok(cell)
     assert cell["callers"] < cell["call_sites"] and all(
         not c["ok"] for c in row["callers"] if c["function"] == "fused_dsa_decode_metadata")
+
+
+def test_a_run_of_some_0_5_6_releases_keeps_the_others_rows_of_the_same_series(tmp_path):
+    # The 0.5.6 track's matrix can be regenerated a few releases per process: their rows replace the
+    # old ones, the other releases' rows stay (same series, same scenarios), and ok / problems follow
+    # the merged rows; a row of another series is dropped, not kept as a verdict on this one.
+    whole = json.loads((REPO_ROOT / "reports" / "upstream" / "matrix.json").read_text())
+    whole.pop("fused", None)
+    (tmp_path / "matrix.json").write_text(json.dumps(whole))
+    failing = json.loads(json.dumps(whole["releases"][0]))
+    failing["cells"][-1]["failure"] = "replay 3: differs"
+    part = {**whole, "releases": [failing], "problems": [], "ok": True}
+    merged = upstream.merged(tmp_path, stub_part=part)
+    assert [r["version"] for r in merged["releases"]] == [r["version"] for r in whole["releases"]]
+    assert merged["releases"][0] == failing and merged["releases"][1:] == whole["releases"][1:]
+    assert not merged["ok"] and any("replay 3: differs" in p for p in merged["problems"])
+    other_series = {**part, "patches": [*whole["patches"], "0099-new.patch"]}
+    assert [r["version"] for r in upstream.merged(tmp_path, stub_part=other_series)["releases"]] == [failing["version"]]
