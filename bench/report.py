@@ -602,6 +602,70 @@ def write_graph(machine: str) -> Path | None:
     return REPORTS / machine / "GRAPH.md"
 
 
+STEP_VARIANTS = {"baseline": "baseline", "eager": "eager", "as_of_0008": "as of 0008", "recorded": "recorded",
+                 "no_metadata": "no metadata"}
+STEP_RUNNERS = {"target_verify": "target verify", "draft_extend": "draft extend", "draft": "draft (all steps)"}
+
+
+def _spread(x: dict) -> str:
+    return f"{x['median']:.1f} [{x['q1']:.1f}, {x['q3']:.1f}]"
+
+
+def step_target_line(r: dict) -> str:
+    """bench.spec_step's target, judged per runner at every bs: recorded minus no metadata, paired."""
+    limit = r["config"]["target_us_per_runner"]
+    extra = [(x["recorded_extra_per_runner"][p]["median"], x["bs"], p) for x in r["host"] for p in STEP_RUNNERS]
+    over = [e for e in extra if e[0] > limit]
+    worst = max(extra)
+    verdict = "met" if not over else f"MISSED on {len(over)} of {len(extra)} (runner, bs)"
+    return (f"Target, each runner's recorded share at most {limit:g} µs above the same runner over graphs holding no "
+            f"metadata, at every bs: {verdict}; worst {worst[0]:.1f} µs ({STEP_RUNNERS[worst[2]]}, bs {worst[1]}).")
+
+
+def step_where(r: dict) -> str:
+    """What a recorded draft runner's replay does that a no-metadata one does not, timed alone."""
+    rows = [[x["bs"], STEP_RUNNERS[kind], *(f"{w[v][k]:.2f}" for k in ("check_us", "graph_replay_us")
+                                           for v in ("recorded", "no_metadata"))]
+            for x in r["host"] if "where_the_extra_is" in x for kind, w in x["where_the_extra_is"].items()]
+    if not rows:
+        return ""
+    return ("\nWhere a draft runner's recorded extra goes, each part timed alone (host µs, median of 200): the "
+            "runner's `(bs, mode) in recorded_forward_metadata_cuda_graph` check, and `graph.replay()`.\n\n"
+            + markdown_table(["bs", "runner", "check, recorded", "check, no metadata", "replay, recorded",
+                              "replay, no metadata"], rows, "rlrrrr") + "\n")
+
+
+def write_step(machine: str) -> Path | None:
+    """STEP.md from spec_step.json, where a GPU run left one."""
+    r = read_json(machine, "spec_step.json")
+    if r is None:
+        return None
+    config, b = r["config"], r["bit_exact"]
+    step_table = markdown_table(
+        ["bs", *STEP_VARIANTS.values(), "recorded - no metadata"],
+        [[x["bs"], *(_spread(x[v]) for v in STEP_VARIANTS), f"{x['recorded_extra']['median']:.1f}"] for x in r["host"]],
+        "r" + "r" * (len(STEP_VARIANTS) + 1))
+    runner_table = markdown_table(
+        ["bs", "runner", *STEP_VARIANTS.values(), "recorded - no metadata"],
+        [[x["bs"], name, *(f"{x['pieces'][v][p]['median']:.1f}" for v in STEP_VARIANTS),
+          f"{x['recorded_extra_per_runner'][p]['median']:.1f}"] for x in r["host"] for p, name in STEP_RUNNERS.items()],
+        "rl" + "r" * (len(STEP_VARIANTS) + 1))
+    hashed = r["env"].get("series_hash", "")
+    text = fill(
+        "STEP.md", **{k: r["env"][k] for k in ("card", "torch", "triton")}, series_hash=hashed,
+        stale="" if hashed == series_hash() else f"; **the series has changed since: {hashed} is not {series_hash()}**",
+        num_steps=config["num_steps"], draft=config["draft"], page_size=config["page_size"],
+        context=config["context_len"], max_len=config["max_len"], stage=config["stage"], rounds=config["rounds"],
+        tv_replays=b["target_verify"]["replays"],
+        tv_exact="bit-exact" if b["target_verify"]["exact"] else f"DIFFERS: {b['target_verify']['mismatch']}",
+        **{f"{k}_{f}": b[name][f] for k, name in (("dx", "draft_extend"), ("dd", "draft"))
+           for f in ("exact", "replays", "records")},
+        step_table=step_table, runner_table=runner_table, target_line=step_target_line(r), where=step_where(r),
+    )
+    (REPORTS / machine / "STEP.md").write_text(text)
+    return REPORTS / machine / "STEP.md"
+
+
 def main(machines: list[str]) -> None:
     here = machine_name()
     if not machines:
@@ -611,8 +675,9 @@ def main(machines: list[str]) -> None:
         produce_missing(here)
     for machine in machines:
         print(f"wrote {write(machine)}")
-        if graph := write_graph(machine):
-            print(f"wrote {graph}")
+        for written in (write_graph(machine), write_step(machine)):
+            if written:
+                print(f"wrote {written}")
 
 
 if __name__ == "__main__":
