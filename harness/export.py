@@ -30,6 +30,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from . import step_numbers
 from .releases import GIT_ENV, Applied, Derivation
 from .series import PATCH_DIR, REPO_ROOT, Series, SeriesError
 
@@ -41,7 +42,8 @@ HARNESS = "nsa-verify-patches"  # the harness: named once, where "how to reprodu
 MODE_NAMES = {"target_verify": "target verify", "draft_extend": "draft extend", "decode": "decode"}
 # The results table's row for a recorded step (H100, the reference's code): only where the
 # release's own runner records target verify.
-RECORDED_ROW = " recorded into the graph          37-63 us (no-metadata step: 36-63)\n"
+# The letter's numbers come from the step run of record of this very series (harness.step_numbers).
+NO_NUMBERS = "No GPU run of this series' speculative step yet: no numbers here.\n"
 LINT_TOOLS = ("black", "isort", "ruff")  # what harness/lint.py runs, as sglang's pre-commit does
 
 
@@ -82,9 +84,17 @@ def claims(version: str, row: dict | None, reference: str) -> list[str]:
         out.append(f"Fused into one Triton launch: {_join(fused)}.")
     if unfused:
         out.append(f"Left as sglang {version} replays it: {_join(unfused)}.")
-    recorded = [MODE_NAMES[m] for m, r in runner.items() if r["records"]]
+    # cuda_graph_runner replays target verify and decode; draft extend and the draft steps' decode
+    # are the speculative runners' (their lines in the row: harness.spec_runners).
+    recorded = [MODE_NAMES[m] for m in ("target_verify", "decode") if m in runner and runner[m]["records"]]
     if recorded:
-        out.append(f"The patched graph runner records {_join(recorded)} into the CUDA graph.")
+        out.append(f"The patched cuda_graph_runner records {_join(recorded)} into its CUDA graphs.")
+    spec = {name: line for r in runner.values() for name, line in (r.get("runners recording") or {}).items()}
+    if spec_recording := [name for name, line in spec.items() if line.startswith("records")]:
+        out.append(f"The speculative step's {_join(spec_recording)} record{'s' * (len(spec_recording) == 1)} too.")
+    for name, line in spec.items():
+        if not line.startswith("records"):
+            out.append(f"The {name} {line.rsplit(' (', 1)[0]}.")  # its verdict, the counts left out
     for why in dict.fromkeys(r["declines"] for r in runner.values() if r["declines"]):
         modes = [MODE_NAMES[m] for m, r in runner.items() if r["declines"] == why]
         out.append(f"Not recorded ({_join(modes)}): {why}.")
@@ -203,20 +213,18 @@ def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat:
                  row: dict | None, reference: str) -> str:
     """[PATCH 0/N]: patches/0000-cover-letter.patch filled in with this release's own facts.
 
-    The template's $claims, $recorded_row, $shortlog, $diffstat and $base_commit are generated:
+    The template's $claims, $numbers (harness.step_numbers), $shortlog, $diffstat and $base_commit are generated:
     claims() from the release's matrix row, the rest from the mails themselves."""
     total = len(shipped)
     head, _, text = (series.root / PATCH_DIR / COVER).read_text().partition("\n\n")
     subject, date, _ = _header_fields(head)
     date = date or "Thu, 01 Jan 2026 00:00:00 +0000"
-    runner = (row or {}).get("runner") or {}
-    recorded = runner.get("target_verify", {}).get("records", False)
     shortlog = [f"{AUTHOR.split(' <')[0]} ({total}):"] + [
         f"  {_header_fields(a.message)[0] or a.patch}" for a in shipped]
     body = string.Template(text).substitute(
         claims="\n".join(textwrap.fill(c, WIDTH, initial_indent="- ", subsequent_indent="  ",
                                         break_on_hyphens=False) for c in claims(version, row, reference)),
-        recorded_row=RECORDED_ROW if recorded else "",
+        numbers=step_numbers.block(row) or NO_NUMBERS,
         shortlog="\n".join(shortlog),
         diffstat=diffstat.strip("\n"),
         base_commit=f"v{version}",

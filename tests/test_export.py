@@ -25,19 +25,34 @@ from harness.series import Series
 RELEASES = ("0.5.6", "0.5.9")
 
 
-def row(version="0.5.9", *, records=True, declines=None, fused=True, added=(), upstream=()) -> dict:
-    """A matrix row as harness.upstream writes it, with the facts a test wants."""
+SPEC_LINES = {True: "records (6/6 replays bit-exact; no replay call)",
+              False: "declines: the replay call refreshes a schedule (6/6 replays bit-exact; eager replay call: 1 "
+                     "Triton launch(es))"}
+
+
+def row(version="0.5.9", *, records=True, declines=None, fused=True, added=(), upstream=(),
+        spec_records=None) -> dict:
+    """A matrix row as harness.upstream writes it, with the facts a test wants (spec_records: the
+    speculative runners' lines, True or False for both; None: a row older than them)."""
     mode = {"fused": fused, "device_kernels": 0, "triton_launches": 1, "host_ops": 2,
             "records": records, "declines": declines, "problem": None}
+    runner = {m: dict(mode) for m in ("target_verify", "decode", "draft_extend")}
+    if spec_records is not None:
+        runner["draft_extend"]["runners recording"] = {"draft-extend runner": SPEC_LINES[spec_records]}
+        runner["decode"]["runners recording"] = {"draft runner (multi-step backend)": SPEC_LINES[spec_records]}
     return {
         "version": version, "error": None, "code_path": {},
         "cells": [{"patch": p, "how": "clean", "compiles": True, "lint": [], "exact": 35, "scenarios": 35,
                    "failure": None, "records": records and p.startswith("0008"), "declines": None,
                    "fused": ["target_verify", "decode", "draft_extend"] if fused else []}
                   for p in Series().patch_files],
-        "runner": {m: dict(mode) for m in ("target_verify", "decode", "draft_extend")},
+        "runner": runner,
         "lint": {"files": [], "patched": sorted({*added, *upstream}), "upstream": list(upstream), "added": list(added)},
     }
+
+
+def spec_lines(r: dict) -> dict:
+    return {name: line for m in r["runner"].values() for name, line in (m.get("runners recording") or {}).items()}
 
 
 def backed(sentence: str, r: dict) -> bool:
@@ -50,6 +65,12 @@ def backed(sentence: str, r: dict) -> bool:
         return bool(named) and all(r["runner"][m]["fused"] for m in named)
     if sentence.startswith("Left as sglang"):
         return bool(named) and not any(r["runner"][m]["fused"] for m in named)
+    if sentence.startswith("The speculative step's"):
+        names = [n for n in spec_lines(r) if n in sentence]
+        return bool(names) and all(spec_lines(r)[n].startswith("records") for n in names)
+    if any(sentence.startswith(f"The {n} ") for n in spec_lines(r)):
+        name = next(n for n in spec_lines(r) if sentence.startswith(f"The {n} "))
+        return spec_lines(r)[name].startswith(sentence.removeprefix(f"The {name} ").rstrip("."))
     if "records" in sentence:
         return bool(named) and all(r["runner"][m]["records"] for m in named)
     if sentence.startswith("Not recorded"):
@@ -70,6 +91,7 @@ def backed(sentence: str, r: dict) -> bool:
     {}, {"records": False, "declines": "the replay call refreshes a schedule"},
     {"fused": False, "records": False, "declines": "not fused"},
     {"added": ["x.py: ruff: F401 unused"]}, {"upstream": ["a/y.py: ruff: F541 f-string", "b/z.py: isort: unsorted"]},
+    {"spec_records": True}, {"records": False, "declines": "a schedule", "spec_records": False},
 ])
 def test_every_claim_is_backed_by_the_row(facts):
     r = row(**facts)
@@ -83,7 +105,10 @@ def test_a_declining_recorder_is_never_claimed_as_recording():
     r = row(records=False, declines="the replay call refreshes DeepGEMM's paged-MQA schedule")
     text = " ".join(ex.claims("0.5.9", r, "0.5.6"))
     assert "records" not in text and "Not recorded (target verify, decode and draft extend)" in text
-    assert "records target verify, decode and draft extend" in " ".join(ex.claims("0.5.9", row(), "0.5.6"))
+    assert "cuda_graph_runner records target verify and decode" in " ".join(ex.claims("0.5.9", row(), "0.5.6"))
+    spec = " ".join(ex.claims("0.5.9", row(spec_records=False), "0.5.6"))
+    assert "The draft runner (multi-step backend) declines: the replay call refreshes a schedule." in spec
+    assert "record too" not in spec and "records too" not in spec
 
 
 def test_lint_claim_follows_the_row():
@@ -418,3 +443,26 @@ def test_fused_header_numbers_are_the_run_of_record_s():
         assert (float(shipped), float(patched)) == (round(row["upstream_as_shipped/graph_us"], 1),
                                                     round(row["ours/graph_us"], 1)), (mode, bs, profile)
     assert not fx.stale(data), f"{path} measured another kernel than the series'"
+
+
+def test_letter_numbers_follow_what_each_runner_does_on_the_release(tmp_path, monkeypatch):
+    # harness.step_numbers: each runner's number is recorded where the release's row says it records,
+    # eager where it does not, absent where the row does not say; data of another series gives none.
+    from bench import machine
+    from harness import step_numbers
+
+    data = json.loads((step_numbers.REPO_ROOT / "notebook/h200/spec_step_run1_eager_graphs_recorded.json").read_text())
+    recorded = step_numbers.block(row(spec_records=True), data)
+    assert recorded.count(" recorded\n") == 3 and "NVIDIA H200" in recorded
+    tv = [x["pieces"]["recorded"]["target_verify"]["median"] for x in data["host"]]
+    assert f"-> {min(tv):.0f}-{max(tv):.0f} recorded" in recorded
+    declined = step_numbers.block(row(records=False, declines="why", spec_records=False), data)
+    assert declined.count(" launched eagerly\n") == 3 and " recorded\n" not in declined
+    assert "draft runner" not in step_numbers.block(row(), data)  # a row older than the runners' column
+    assert all(len(line) <= ex.WIDTH for line in recorded.splitlines())
+    (tmp_path / "h200").mkdir()
+    (tmp_path / "h200" / "spec_step.json").write_text(json.dumps(data))
+    monkeypatch.setattr(machine, "series_hash", lambda: data["env"]["series_hash"])
+    assert step_numbers.run_of_record(tmp_path) == data
+    monkeypatch.setattr(machine, "series_hash", lambda: "0123456789ab")
+    assert step_numbers.run_of_record(tmp_path) is None
