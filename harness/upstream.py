@@ -400,9 +400,7 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
             results.append(result)
             if progress:
                 progress(result)
-    problems += [r.error for r in results if r.error]
-    problems += [f"sglang {r.version} {c.patch}: {c.failure}" for r in results for c in r.cells if c.failure]
-    problems += [f"sglang {r.version} {c.patch}: lint: {f}" for r in results for c in r.cells for f in c.lint]
+    problems += release_problems([asdict(r) for r in results])
     return {
         "ok": not problems,
         "problems": problems,
@@ -412,6 +410,13 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
         "releases": [asdict(r) for r in results],
         "tools": tool_versions(),
     }
+
+
+def release_problems(rows: list[dict]) -> list[str]:
+    """The problems of the 0.5.6 track's release rows (matrix.json's form): errors, failures, lint."""
+    problems = [r["error"] for r in rows if r["error"]]
+    problems += [f"sglang {r['version']} {c['patch']}: {c['failure']}" for r in rows for c in r["cells"] if c["failure"]]
+    return problems + [f"sglang {r['version']} {c['patch']}: lint: {f}" for r in rows for c in r["cells"] for f in c["lint"]]
 
 
 def tool_versions() -> dict:
@@ -458,14 +463,22 @@ def upstream_check(versions=None, scenarios=None) -> dict:
 
 
 def merged(folder: Path, stub_part: dict | None = None, fused_part: dict | None = None) -> dict:
-    """DIR/matrix.json with one track's part replaced: the 0.5.6 track's whole (its keys at the top
-    level, as harness.export reads them), the fused track's release by release (a run of some
-    releases keeps the others' rows, so the fused run can be resumed one release at a time)."""
+    """DIR/matrix.json with one track's rows replaced release by release (a run of some releases
+    keeps the others' rows, so either track's run can be redone one release at a time): the 0.5.6
+    track's keys at the top level, as harness.export reads them, its ok/problems recomputed over
+    every row it now holds; the fused track's under "fused"."""
     from . import upstream_fused
 
     path = folder / "matrix.json"
     report = json.loads(path.read_text()) if path.exists() else {}
-    if stub_part is not None:
+    if stub_part is not None:  # release by release too: a run of some releases keeps the others' rows
+        old = {r["version"]: r for r in report.get("releases", ())}
+        old.update({r["version"]: r for r in stub_part["releases"]})
+        order = {v: i for i, v in enumerate(all_releases())}
+        rows = sorted(old.values(), key=lambda r: order.get(r["version"], len(order)))
+        pinned = [p for p in stub_part["problems"] if p.startswith("pinned region")]
+        problems = pinned + release_problems(rows)
+        stub_part = {**stub_part, "releases": rows, "ok": not problems, "problems": problems}
         report = {**stub_part, **({"fused": report["fused"]} if "fused" in report else {})}
     if fused_part is not None:
         old = {r["version"]: r for r in report.get("fused", {}).get("releases", ())}
@@ -630,11 +643,13 @@ def write_report(report: dict, folder: Path) -> None:
 
 def stub_section(report: dict, RESOLUTIONS, Table) -> list[str]:
     """The 0.5.6 track in detail: its own table, pinned regions, releases, resolutions, modes, lint."""
+    from .tracks import STUB
+
     table_data = Table.load()
     tools = report["tools"]
     md = [
         "",
-        "## The 0.5.6 track (sglang 0.5.5 - 0.5.9)",
+        f"## The 0.5.6 track (sglang {STUB.span()})",
         "",
         f"Tools: python {tools['python']}, torch {tools['torch']}, triton {tools['triton']} "
         f"(TRITON_INTERPRET={tools['triton_interpret'] or 'unset'}), git {tools['git']}, GitPython {tools['gitpython']}.",
@@ -670,9 +685,13 @@ def stub_section(report: dict, RESOLUTIONS, Table) -> list[str]:
         "### Hand resolutions",
         "",
     ]
+    kinds = {"drop": "dropped", "resolution": "", "fixup": "fixup, "}  # patches/releases/<patch>.toml
     for path in sorted(RESOLUTIONS.glob("*.toml")):
-        for r in tomllib.loads(path.read_text())["resolution"]:
-            md.append(f"- `{path.name[:-5]}` on {', '.join(r['releases'])} ({r['function']}): {' '.join(r['why'].split())}")
+        data = tomllib.loads(path.read_text())
+        for key, label in kinds.items():
+            for r in data.get(key, ()):
+                where = "" if key == "drop" else r["function"]
+                md.append(f"- `{path.name[:-5]}` on {', '.join(r['releases'])} ({label}{where}): {' '.join(r['why'].split())}")
     md += ["", "### The whole series per mode (what each release's cover letter may claim)", "",
            "| release | mode | fused (aten kernels / Triton launches per replay) | in the graph |", "| --- | --- | --- | --- |"]
     for r in report["releases"]:
