@@ -85,6 +85,8 @@ class Release:
     # Identifiers the release renamed (the series' name -> the release's), whole words: the series is
     # derived on the release's files with its names put back, then every derived file is renamed.
     renames: dict = field(default_factory=dict)
+    # What the release's replay does on the host, for its cover letter ("": the table's host_work).
+    host_work: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ class Table:
         common = data.get("model_runner", {})
         return cls(
             data["reference"],
-            tuple(Release(**{**r, "model_runner": {**common, **r.get("model_runner", {})}}) for r in data["release"]),
+            tuple(Release(**{**r, "model_runner": {**common, **r.get("model_runner", {})},
+                             "host_work": r.get("host_work", data.get("host_work", ""))}) for r in data["release"]),
             tuple(sorted(data.get("replaced", ()), key=lambda r: version_key(r["since"]), reverse=True)),
             tuple(sorted((TestLayout(**t) for t in data.get("test_layout", ())),
                          key=lambda t: version_key(t.since), reverse=True)),
