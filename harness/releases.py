@@ -30,11 +30,11 @@ from pathlib import Path
 
 import git
 
+from .loader import UPSTREAM_DIR  # noqa: F401 (where vendor_stub/ sits in sglang's repository)
 from .series import PATCH_DIR, REPO_ROOT, STUB_DIR, Files, Series, SeriesError
 
 TABLE = REPO_ROOT / PATCH_DIR / "releases.toml"
 RESOLUTIONS = REPO_ROOT / PATCH_DIR / "releases"
-UPSTREAM_DIR = "python/sglang/srt/layers/attention"  # where vendor_stub/ sits in sglang's repository
 WHEEL_DIR = "sglang/srt/layers/attention"  # the same folder inside the wheel
 REPO_PREFIX = "python/"  # a wheel path sglang/... sits at python/sglang/... in sglang's repository
 STUB_TESTS = f"{STUB_DIR}/test/"  # sglang tests the series adds, placed by each release's test layout

@@ -34,13 +34,33 @@ import zipfile
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
+import tomllib
+from typing import TYPE_CHECKING
+
 import torch
 
-from .loader import REPO_ROOT
-from .releases import UPSTREAM_DIR, fetch_wheel
-from .series import Files, write_tree
+from .loader import REPO_ROOT, UPSTREAM_DIR
+
+if TYPE_CHECKING:
+    from .series import Files
 
 BUILD = REPO_ROOT / "build" / "upstream"
+# What a GPU host without git, network or wheels runs releases from (bench.release_replay prepare):
+# NSA_USE_BUILD=1 reads each release's wheel here, its sglang sources alone.
+BUILT_WHEELS = REPO_ROOT / "build" / "releases" / "wheels"
+
+
+def wheel_path(version: str) -> Path:
+    """The release's wheel: with NSA_USE_BUILD the one prepared under build/, else the cache's."""
+    if os.environ.get("NSA_USE_BUILD"):
+        built = BUILT_WHEELS / f"sglang-{version}.whl"
+        if not built.exists():
+            raise StandinError(f"no {built}: run `python -m bench.release_replay prepare` "
+                               "where the wheels are, and carry build/")
+        return built
+    from .releases import fetch_wheel  # git and the cache: not on a GPU host
+
+    return fetch_wheel(version)
 
 # Imports with these roots never reach the real import system: sglang itself, and libraries that
 # only exist on GPU machines. (Discovered by running every release; extend when one needs more.)
@@ -167,7 +187,7 @@ class ReleaseEnvironment:
 
     def __init__(self, version: str):
         self.version = version
-        self.wheel = zipfile.ZipFile(fetch_wheel(version))
+        self.wheel = zipfile.ZipFile(wheel_path(version))
         self.wheel_names = set(self.wheel.namelist())
         self._modules: dict[str, ModuleType] = {}
         self._defined: dict[str, dict] = {}
@@ -370,7 +390,10 @@ def load_release(version: str, files: Files, stub: ModuleType, model_runner: dic
         staging = folder.with_name(f".{folder.name}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         prefix = UPSTREAM_DIR + "/"
-        write_tree(staging, {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)})
+        for rel, data in files.items():
+            if rel.startswith(prefix):
+                (staging / rel[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+                (staging / rel[len(prefix):]).write_bytes(data)
         (staging / "__init__.py").write_text(f"# sglang {version} {UPSTREAM_DIR}, as built by harness.upstream_exec\n")
         try:
             staging.rename(folder)
@@ -396,12 +419,10 @@ def load_release(version: str, files: Files, stub: ModuleType, model_runner: dic
 
 
 def release_renames(version: str) -> dict:
-    from .releases import ReleaseError, Table
-
-    try:
-        return Table.load().release(version).renames
-    except ReleaseError:  # a release the table does not name: its names are the series'
-        return {}
+    """The release's renames in patches/releases.toml (read here without harness.releases: a GPU host
+    has no git); {} for a release that renames nothing or that the table does not name."""
+    table = tomllib.loads((REPO_ROOT / "patches" / "releases.toml").read_text())
+    return next((r.get("renames", {}) for r in table["release"] if r["version"] == version), {})
 
 
 def spec_input(stub: ModuleType, renames: dict):

@@ -162,3 +162,33 @@ def test_each_release_runs_bit_exact_and_declines_to_record_for_deepgemm(version
     for mode in ("decode", "draft_extend"):  # the speculative step's draft runners, as on 0.5.7 - 0.5.9
         (line,) = release["runner"][mode]["runners recording"].values()
         assert "declines" in line and "DeepGEMM" in line, line
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_the_release_benchmark_runs_from_what_prepare_writes(tmp_path, monkeypatch):
+    """bench.release_replay on CPU (the interpreter; timings not comparable): prepare writes both
+    sides' files and a wheel of sglang's sources alone, run loads them and finds the sides equal."""
+    import zipfile
+
+    from bench import release_replay
+    from harness import upstream_exec
+
+    monkeypatch.setattr(release_replay, "BUILT", tmp_path / "releases")
+    monkeypatch.setattr(upstream_exec, "BUILT_WHEELS", tmp_path / "releases" / "wheels")
+    monkeypatch.setattr(upstream_exec, "STANDIN_ROOTS", upstream_exec.STANDIN_ROOTS)
+    release_replay.prepare(["0.5.10"])
+    monkeypatch.setenv("NSA_USE_BUILD", "1")
+    wheel = upstream_exec.wheel_path("0.5.10")
+    assert wheel == tmp_path / "releases" / "wheels" / "sglang-0.5.10.whl"
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "sglang/srt/layers/attention/nsa_backend.py" in names and all(n.endswith(".py") for n in names)
+    with pytest.raises(upstream_exec.StandinError, match="bench.release_replay prepare"):
+        upstream_exec.wheel_path("0.5.12")
+    monkeypatch.delenv("NSA_USE_BUILD")  # the stub's baseline from git here (the GPU host: build/stages)
+    result = release_replay.run(tmp_path / "out.json", ["0.5.10"])
+    rows = result["releases"]["0.5.10"]
+    assert [r["mode"] for r in rows] == ["target_verify", "decode", "draft_extend"]
+    assert all(r["exact"] and set(r["host_us"]) == {"unpatched", "series"} for r in rows), rows
+    assert json.loads((tmp_path / "out.json").read_text())["releases"]["0.5.10"] == rows
+    assert "deep_gemm" in upstream_exec.STANDIN_ROOTS  # run() gave the stand-in back
