@@ -176,7 +176,8 @@ def test_export_git_am_and_quilt_push(exported, version, tmp_path):
     for i, name in enumerate(names, 1):
         mail = (folder / name).read_text()
         assert mail.splitlines()[1] == "From: nsa-verify-patches <nsa-verify-patches@users.noreply.github.com>"
-        assert f"Subject: [PATCH {i}/{len(names)}] " in mail and "\nDate: " in mail
+        width = len(str(len(names)))  # git format-patch pads the number to the total's width
+        assert f"Subject: [PATCH {i:0{width}d}/{len(names)}] " in mail and "\nDate: " in mail
         assert "\nAuthor: " in mail and "\nForwarded: " in mail, "DEP-3 fields left the message"
 
     am = tmp_path / "am"
