@@ -192,3 +192,38 @@ def test_the_release_benchmark_runs_from_what_prepare_writes(tmp_path, monkeypat
     assert all(r["exact"] and set(r["host_us"]) == {"unpatched", "series"} for r in rows), rows
     assert json.loads((tmp_path / "out.json").read_text())["releases"]["0.5.10"] == rows
     assert "deep_gemm" in upstream_exec.STANDIN_ROOTS  # run() gave the stand-in back
+
+
+# -- fuzz: the newest release the track serves (renamed, 0.5.12's own replay), hypothesis-drawn -----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from strategies import target_verify_scenarios  # noqa: E402
+
+from harness.verify import compare_lockstep  # noqa: E402
+
+NEWEST = DERIVED[-1]
+
+
+@pytest.fixture(scope="module")
+def newest_release():
+    """((unpatched module), (the whole series' module)) of NEWEST's real files."""
+    from harness import stages
+    from harness.upstream_exec import load_release
+
+    stub = stages.load(stages.BASELINE)
+    with Derivation(Series()) as derivation:
+        release = derivation.table.release(NEWEST)
+        commits = (derivation.base_commit(NEWEST), derivation.derive(NEWEST)[-1].commit)
+        return tuple(load_release(NEWEST, derivation.files(c), stub, release.model_runner, f"fuzz-{label}")
+                     for c, label in zip(commits, ("unpatched", "series")))
+
+
+@pytest.mark.slow
+@pytest.mark.network
+@settings(max_examples=8, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(scenario=target_verify_scenarios(replays=4))
+def test_the_newest_served_release_is_bit_exact_under_fuzz(newest_release, scenario):
+    unpatched, patched = newest_release
+    verdict = compare_lockstep(unpatched, {"series": patched}, scenario)["series"]
+    assert verdict.exact, f"sglang {NEWEST}, {scenario}: {verdict.describe()}"
