@@ -204,23 +204,30 @@ def export_release(derivation: Derivation, version: str, folder: Path, row: dict
             os.replace(path, folder / a.patch)
             names.append(a.patch)
     stat = repo.git.diff("--stat=72", f"{derivation.base_commit(version)}..{tip}") if shipped else ""
-    (folder / COVER).write_text(cover_letter(derivation.series, version, shipped, stat, row, reference))
+    host_work = derivation.table.release(version).host_work
+    (folder / COVER).write_text(cover_letter(derivation.series, version, shipped, stat, row, reference, host_work))
     (folder / "series").write_text("".join(f"{n}\n" for n in names))
     return names
 
 
 def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat: str,
-                 row: dict | None, reference: str) -> str:
+                 row: dict | None, reference: str, host_work: str) -> str:
     """[PATCH 0/N]: patches/0000-cover-letter.patch filled in with this release's own facts.
 
-    The template's $claims, $numbers (harness.step_numbers), $shortlog, $diffstat and $base_commit are generated:
-    claims() from the release's matrix row, the rest from the mails themselves."""
+    The template's $claims, $numbers (harness.step_numbers), $shortlog, $diffstat and $base_commit are
+    generated: claims() from the release's matrix row, the rest from the mails themselves; $host_work
+    (what the unpatched replay does on the host) is the release's, from patches/releases.toml."""
     total = len(shipped)
     head, _, text = (series.root / PATCH_DIR / COVER).read_text().partition("\n\n")
     subject, date, _ = _header_fields(head)
     date = date or "Thu, 01 Jan 2026 00:00:00 +0000"
     shortlog = [f"{AUTHOR.split(' <')[0]} ({total}):"] + [
         f"  {_header_fields(a.message)[0] or a.patch}" for a in shipped]
+    text = string.Template(text).safe_substitute(host_work=host_work)
+    intro, _, rest = text.partition("$claims")  # the opening paragraph, refilled around host_work
+    paragraphs = intro.split("\n\n")
+    paragraphs[-1] = textwrap.fill(" ".join(paragraphs[-1].split()), WIDTH, break_on_hyphens=False) + "\n"
+    text = "\n\n".join(paragraphs) + "$claims" + rest
     body = string.Template(text).substitute(
         claims="\n".join(textwrap.fill(c, WIDTH, initial_indent="- ", subsequent_indent="  ",
                                         break_on_hyphens=False) for c in claims(version, row, reference)),

@@ -15,6 +15,7 @@ from types import ModuleType
 from .env import adapt_torch_cuda_to_cpu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_DIR = "python/sglang/srt/layers/attention"  # where vendor_stub/ sits in sglang's repository
 BUILD_DIR = REPO_ROOT / "build" / "stages"
 INDEX = BUILD_DIR / "index.json"
 

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import git
 
+from .loader import UPSTREAM_DIR  # noqa: F401 (where vendor_stub/ sits in sglang's repository)
 from .series import PATCH_DIR, REPO_ROOT, STUB_DIR, Files, Series, SeriesError
 
 TABLE = REPO_ROOT / PATCH_DIR / "releases.toml"
 RESOLUTIONS = REPO_ROOT / PATCH_DIR / "releases"
-UPSTREAM_DIR = "python/sglang/srt/layers/attention"  # where vendor_stub/ sits in sglang's repository
 WHEEL_DIR = "sglang/srt/layers/attention"  # the same folder inside the wheel
 REPO_PREFIX = "python/"  # a wheel path sglang/... sits at python/sglang/... in sglang's repository
 STUB_TESTS = f"{STUB_DIR}/test/"  # sglang tests the series adds, placed by each release's test layout
@@ -82,6 +82,11 @@ class Release:
     what: str
     status: str
     model_runner: dict = field(default_factory=dict)  # extra attributes this release's __init__ reads
+    # Identifiers the release renamed (the series' name -> the release's), whole words: the series is
+    # derived on the release's files with its names put back, then every derived file is renamed.
+    renames: dict = field(default_factory=dict)
+    # What the release's replay does on the host, for its cover letter ("": the table's host_work).
+    host_work: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class Table:
         common = data.get("model_runner", {})
         return cls(
             data["reference"],
-            tuple(Release(**{**r, "model_runner": {**common, **r.get("model_runner", {})}}) for r in data["release"]),
+            tuple(Release(**{**r, "model_runner": {**common, **r.get("model_runner", {})},
+                             "host_work": r.get("host_work", data.get("host_work", ""))}) for r in data["release"]),
             tuple(sorted(data.get("replaced", ()), key=lambda r: version_key(r["since"]), reverse=True)),
             tuple(sorted((TestLayout(**t) for t in data.get("test_layout", ())),
                          key=lambda t: version_key(t.since), reverse=True)),
@@ -275,6 +281,42 @@ def _registered_block(block: bytes, registration: str) -> bytes:
     return head + f"\n@@ -0,0 +1,{len(lines)} @@\n".encode() + b"".join(b"+" + line.encode() for line in lines)
 
 
+def _word(name: str) -> re.Pattern:
+    return re.compile(rb"\b" + re.escape(name.encode()) + rb"\b")
+
+
+def rename(data: bytes, renames: dict) -> bytes:
+    """`data` with every whole-word series name in `renames` replaced by the release's name."""
+    for old, new in renames.items():
+        data = _word(old).sub(new.encode(), data)
+    return data
+
+
+def black_formatted(renamed: bytes, upstream: bytes | None) -> bytes:
+    """A renamed file as black (88) writes it, where the release's own file (`upstream`; None for a
+    file the series adds) is black's already: a longer name can push a line past 88 columns, and
+    sglang's pre-commit runs black. Where upstream's file is not, its formatting is left alone."""
+    import black  # the lint's pinned black (requirements.txt)
+
+    mode = black.Mode(line_length=88)
+    if upstream is not None and black.format_str(upstream.decode(), mode=mode) != upstream.decode():
+        return renamed
+    return black.format_str(renamed.decode(), mode=mode).encode()
+
+
+def renamed_back(data: bytes, renames: dict, version: str, path: str) -> bytes:
+    """The release's file with its names put back to the series' (`renames` inverted). Refused where
+    the file already uses a series name: renaming forward again would not give the file back."""
+    for old, new in renames.items():
+        if _word(old).search(data):
+            raise ReleaseError(
+                f"sglang {version}'s {path} uses '{old}' and renames it to '{new}': a rename map must not "
+                f"name an identifier the release still has; drop it from the release's renames in {TABLE.name}"
+            )
+        data = _word(new).sub(old.encode(), data)
+    return data
+
+
 @dataclass(frozen=True)
 class Conflict:
     start: int  # 1-based lines of the conflict block in the conflicted file
@@ -318,9 +360,16 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def conflict_hashes(resolution: dict) -> list[str]:
+    """The conflicts a resolution resolves: one hash, or a list where releases whose own code differs
+    outside the hunk (so the blocks hash differently) take the same resolved text."""
+    sha = resolution["conflict_sha256"]
+    return [sha] if isinstance(sha, str) else list(sha)
+
+
 def resolve(text: str, resolutions: list[dict], where: str) -> str | None:
     """`text` with each conflict block replaced by its reviewed resolution; None if one is missing."""
-    by_hash = {r["conflict_sha256"]: r["resolved"] for r in resolutions}
+    by_hash = {sha: r["resolved"] for r in resolutions for sha in conflict_hashes(r)}
     blocks = conflicts(text)
     if not all(c.sha256 in by_hash for c in blocks):
         return None
@@ -333,7 +382,7 @@ def resolve(text: str, resolutions: list[dict], where: str) -> str | None:
 @dataclass(frozen=True)
 class Applied:
     patch: str  # canonical file name, e.g. 0002-list-elim.patch
-    how: str  # "clean" (the mapped patch applies as is), "3-way", "resolved"
+    how: str  # "clean" (the mapped patch applies as is), "3-way", "resolved", "dropped" (a [[drop]])
     commit: str  # the derived commit in the scratch repository
     message: str  # the canonical patch's header (DEP-3 fields), for export
 
@@ -363,14 +412,38 @@ class Derivation:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _commit_release_files(self, version: str) -> str:
+    def _commit_release_files(self, version: str, renames: dict | None = None) -> str:
+        """The release's files committed; with `renames`, under the series' names (renamed back)."""
         for rel, data in release_files(version).items():
+            if renames:
+                data = renamed_back(data, renames, version, rel)
             path = self.root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         self.repo.git.add("-A")
-        self.repo.git.commit("-q", "--allow-empty", "-m", f"sglang {version}")
+        self.repo.git.commit("-q", "--allow-empty", "-m", f"sglang {version}" + (" (series' names)" if renames else ""))
         return self.repo.head.commit.hexsha
+
+    def _renamed(self, version: str, derived: list[Applied], renames: dict) -> list[Applied]:
+        """The derived series again, on the release's own files, each derived tree renamed."""
+        self.repo.git.checkout("-q", "-B", f"release-{version}-renamed", self.base)
+        self._bases[version] = self._commit_release_files(version)
+        upstream = release_files(version)
+        out = []
+        for applied in derived:
+            for root in upstream_roots(self.table):
+                self.repo.git.rm("-r", "-q", "--ignore-unmatch", "--", root)
+            for rel, data in self.files(applied.commit).items():
+                path = self.root / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                renamed = rename(data, renames)
+                if rel.endswith(".py") and renamed != data:
+                    renamed = black_formatted(renamed, upstream.get(rel))
+                path.write_bytes(renamed)
+            self.repo.git.add("-A")
+            self.repo.git.commit("-q", "--allow-empty", "-m", applied.patch)
+            out.append(Applied(applied.patch, applied.how, self.repo.head.commit.hexsha, applied.message))
+        return out
 
     def _patch_header(self, patch: str) -> str:
         text = (self.series.root / PATCH_DIR / patch).read_text()
@@ -410,11 +483,16 @@ class Derivation:
         if version == self.table.reference:
             self._derived[version] = canonical
             return canonical
+        renames = self.table.release(version).renames
         self.repo.git.checkout("-q", "-B", f"release-{version}", self.base)
-        self._bases[version] = self._commit_release_files(version)
+        self._bases[version] = self._commit_release_files(version, renames)
         out = []
         layout = self.table.test_layout(version)
         for applied in canonical:
+            if self.dropped(applied.patch, version):  # upstream did the patch's work: no commit to mail
+                self.repo.git.commit("-q", "--allow-empty", "-m", f"{applied.patch} (dropped)")
+                out.append(Applied(applied.patch, "dropped", self.repo.head.commit.hexsha, applied.message))
+                continue
             canonical_text = (self.series.root / PATCH_DIR / applied.patch).read_bytes()
             mapped = map_patch(canonical_text, layout)
             try:
@@ -431,7 +509,11 @@ class Derivation:
                         f"as is; a cherry-pick would keep the reference's test layout: make the patch apply"
                     ) from None
                 how = self._cherry_pick(version, applied)
+            if self._fix_up(version, applied.patch):
+                how += " + fixup"
             out.append(Applied(applied.patch, how, self.repo.head.commit.hexsha, applied.message))
+        if renames:
+            out = self._renamed(version, out, renames)
         self._derived[version] = out
         return out
 
@@ -448,7 +530,7 @@ class Derivation:
             text = (self.root / path).read_text()
             resolved = resolve(text, resolutions, path)
             if resolved is None:
-                missing = [c for c in conflicts(text) if c.sha256 not in {r["conflict_sha256"] for r in resolutions}]
+                missing = [c for c in conflicts(text) if c.sha256 not in {s for r in resolutions for s in conflict_hashes(r)}]
                 self.repo.git.cherry_pick("--abort")
                 where = missing[0].where() if missing else "a conflict git could not mark (binary or rename)"
                 raise ReleaseError(
@@ -461,11 +543,42 @@ class Derivation:
         self.repo.git.commit("-q", "--allow-empty", "--no-edit")
         return "resolved"
 
-    def resolutions(self, patch: str, version: str) -> list[dict]:
+    def _release_data(self, patch: str, key: str, version: str) -> list[dict]:
         path = self.series.root / PATCH_DIR / "releases" / f"{Path(patch).stem}.toml"
         if not path.exists():
             return []
-        return [r for r in tomllib.loads(path.read_text()).get("resolution", []) if version in r["releases"]]
+        return [r for r in tomllib.loads(path.read_text()).get(key, []) if version in r["releases"]]
+
+    def resolutions(self, patch: str, version: str) -> list[dict]:
+        return self._release_data(patch, "resolution", version)
+
+    def _fix_up(self, version: str, patch: str) -> bool:
+        """The release's [[fixup]]s of `patch` made in its derived commit (amended): a hunk that merged
+        without conflict but names what the release keeps elsewhere. Each `before` must occur once."""
+        fixups = self._release_data(patch, "fixup", version)
+        for fixup in fixups:
+            path = self.root / fixup["path"]
+            text = path.read_text() if path.exists() else ""
+            if text.count(fixup["before"]) != 1:
+                raise ReleaseError(
+                    f"sglang {version}: patches/{patch}'s fixup in {fixup['function']} finds its text "
+                    f"{text.count(fixup['before'])} times in {fixup['path']}, not once: update it in "
+                    f"{RESOLUTIONS.relative_to(REPO_ROOT)}/{Path(patch).stem}.toml"
+                )
+            path.write_text(text.replace(fixup["before"], fixup["after"]))
+            self.repo.git.add(fixup["path"])
+        if fixups:
+            self.repo.git.commit("-q", "--amend", "--allow-empty", "--no-edit")
+        return bool(fixups)
+
+    def dropped(self, patch: str, version: str) -> str | None:
+        """Why `patch` is left out of `version`'s series (upstream already does its work), else None.
+
+        A [[drop]] in patches/releases/<patch stem>.toml: the release's series keeps the patch's
+        place as an empty commit (how = "dropped"), which the export does not mail, so the later
+        patches are merged onto the release's own code where the dropped one would have changed it."""
+        drops = self._release_data(patch, "drop", version)
+        return " ".join(drops[0]["why"].split()) if drops else None
 
     def files(self, commit: str) -> Files:
         """The series-touched files at `commit`: python/sglang/srt/... (repository paths) -> bytes."""

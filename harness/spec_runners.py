@@ -32,6 +32,7 @@ import __future__
 import ast
 import bisect
 import builtins
+import contextlib
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -162,6 +163,8 @@ def _runner_globals(forward_mode_enum, torch_module, pool: SimpleNamespace) -> d
         "ForwardMode": forward_mode_enum,
         "ForwardBatch": _Namespace,
         "EagleDraftInput": _Namespace,
+        "EagleDraftExtendInput": _Namespace,  # 0.5.12+
+        "contextlib": contextlib,  # 0.5.11+: a device timer's context, when sglang's is on
         "LogitsProcessorOutput": _Namespace,
         "CaptureHiddenMode": SimpleNamespace(NULL="NULL", LAST="LAST", FULL="FULL"),
         "DpPaddingMode": SimpleNamespace(get_default_mode_in_cuda_graph=lambda: dp_padding),
@@ -171,7 +174,17 @@ def _runner_globals(forward_mode_enum, torch_module, pool: SimpleNamespace) -> d
         "get_global_graph_memory_pool": lambda: pool.handle,
         "set_global_graph_memory_pool": lambda handle: setattr(pool, "handle", handle),
         "fast_topk": _fast_topk,
+        # 0.5.11+: debug checks of the draft runner's inputs (off unless sglang's env enables them).
+        "maybe_detect_nan": lambda *args: None,
+        "maybe_detect_oob": lambda *args: None,
     }
+
+
+def release_names(module, fields: dict) -> dict:
+    """`fields` under the names the release uses (its renames, harness.releases: e.g. 0.5.11's
+    num_accepted_tokens for accept_length); the stub and releases without renames: unchanged."""
+    renames = getattr(module, "renames", None) or {}
+    return {renames.get(name, name): value for name, value in fields.items()}
 
 
 def runner_class(source: str, filename: str, kind: str, namespace: dict) -> type:
@@ -366,6 +379,8 @@ class SpecRunner:
             token_to_kv_pool=None,
             spec_algorithm=spec_algorithm,
             model=SimpleNamespace(forward=self._model_forward),
+            device_timer=None,  # 0.5.11+: no device timing
+            model_config=SimpleNamespace(vocab_size=VOCAB_SIZE),  # 0.5.11+: the draft runner's input checks
         )
         zeros = lambda *shape, dtype=torch.int64: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
         attrs = dict(
@@ -400,7 +415,9 @@ class SpecRunner:
         if self.kind == "draft":
             model_runner.draft_attn_backend = logged
             attrs.update(
-                eagle_worker=SimpleNamespace(draft_forward=self._draft_forward),
+                draft_attn_backend=logged,  # 0.5.11+: the runner's own backend
+                # 0.5.12+ undo draft_forward's position steps after each run
+                eagle_worker=SimpleNamespace(draft_forward=self._draft_forward, speculative_num_steps=step.num_steps),
                 extend_seq_lens_cpu=[fill] * max_bs,
                 extend_seq_lens=torch.ones(max_bs, dtype=torch.int32, device=device),
                 input_ids=zeros(tokens),
@@ -412,17 +429,28 @@ class SpecRunner:
         else:
             model_runner.attn_backend = logged
             attrs.update(
+                draft_extend_attn_backend=logged,  # 0.5.11+: the runner's own backend
                 eagle_worker=SimpleNamespace(draft_extend_attn_backend=logged),
                 forward_mode=self.module.ForwardMode.DRAFT_EXTEND,
                 padded_static_len=-1,
                 extend_seq_lens_cpu=[per_bs] * max_bs,
                 extend_seq_lens=torch.ones(max_bs, dtype=torch.int32, device=device),
                 accept_length=torch.full((max_bs,), per_bs, dtype=torch.int32, device=device),
+                # 0.5.11+ keep the accepted drafts (accept_length - 1) beside it (0.5.12: "correct")
+                num_accepted_drafts=torch.full((max_bs,), per_bs - 1, dtype=torch.int32, device=device),
+                num_correct_drafts=torch.full((max_bs,), per_bs - 1, dtype=torch.int32, device=device),
                 input_ids=zeros(tokens),
                 out_cache_loc=torch.ones(tokens, dtype=torch.int64, device=device),
                 hidden_states=zeros(tokens, HIDDEN_SIZE, dtype=torch.float32),
                 next_token_logits_buffer=zeros(max_bs, VOCAB_SIZE, dtype=torch.float32),
             )
+        attrs = release_names(self.module, attrs)
+        # 0.5.10+ keep the static inputs on self.buffers (the same tensors: one set of buffers).
+        attrs["buffers"] = SimpleNamespace(
+            global_num_tokens_gpu=None,
+            global_num_tokens_for_logprob_gpu=None,
+            **{name: value for name, value in attrs.items() if isinstance(value, torch.Tensor)},
+        )
         return attrs
 
     # -- the model stand-ins: read the metadata, as the attention kernels do ----------------------
@@ -442,6 +470,10 @@ class SpecRunner:
         if capturing and self.on_cpu:
             self.state.capturing.work.append(lambda: self._read_metadata(bs, out))
 
+    def _accepted(self) -> torch.Tensor:
+        """The runner's static accept_length buffer, under the release's name."""
+        return getattr(self.runner, release_names(self.module, {"accept_length": None}).popitem()[0])
+
     def _warmup_launch(self, bs: int) -> None:
         """What the candidate's warm-up launched: the replay call on the capture-time static inputs."""
         r = self.runner
@@ -459,7 +491,7 @@ class SpecRunner:
             seq_lens_sum=int(r.seq_lens_cpu[:bs].sum()),
             encoder_lens=None,
             forward_mode=r.forward_mode,
-            spec_info=_Namespace(accept_length=r.accept_length[:bs]),
+            spec_info=_Namespace(**release_names(self.module, dict(accept_length=self._accepted()[:bs]))),
             seq_lens_cpu=r.seq_lens_cpu,
         )
 
@@ -514,7 +546,12 @@ class SpecRunner:
             extend_seq_lens_cpu=accept.cpu().tolist(),
             out_cache_loc=torch.zeros(tokens, dtype=torch.int64, device=device),
             positions=torch.zeros(tokens, dtype=torch.int64, device=device),
-            spec_info=_Namespace(hidden_states=torch.zeros(tokens, HIDDEN_SIZE, device=device), accept_length=accept),
+            spec_info=_Namespace(
+                hidden_states=torch.zeros(tokens, HIDDEN_SIZE, device=device),
+                num_accepted_drafts=accept - 1,  # 0.5.11
+                num_correct_drafts=accept - 1,  # 0.5.12+
+                **release_names(self.module, dict(accept_length=accept)),
+            ),
         )
 
     def replay(self, batch) -> int:

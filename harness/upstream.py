@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .lint import new_findings
-from .series import REPO_ROOT, STUB_DIR, Series, SeriesError
+from .series import PATCH_DIR, REPO_ROOT, STUB_DIR, Series, SeriesError
 from .releases import Derivation, ReleaseError, wheel_file
 
 if TYPE_CHECKING:  # counters imports torch: the CLI sets the interpreter up first
@@ -401,16 +401,33 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
             if progress:
                 progress(result)
     releases = [asdict(r) for r in results]
-    problems += row_problems(releases)
+    problems += release_problems(releases)
     return {
         "ok": not problems,
         "problems": problems,
         "pinned_regions": lines,
         "patches": series.patch_files,
+        "series_digest": series_digest(series),
         "scenarios": [s.name for s in scenarios],
         "releases": releases,
         "tools": tool_versions(),
     }
+
+
+def series_digest(series: Series) -> str:
+    """The patches' diffs (headers left out: prose changes no verdict), hashed: which series a row ran."""
+    h = hashlib.sha256()
+    for name in series.patch_files:
+        text = (series.root / PATCH_DIR / name).read_bytes()
+        h.update(name.encode() + b"\0" + text[max(text.find(b"diff --git "), 0):])
+    return h.hexdigest()[:12]
+
+
+def release_problems(rows: list[dict]) -> list[str]:
+    """The problems of the 0.5.6 track's release rows (matrix.json's form): errors, failures, lint."""
+    problems = [r["error"] for r in rows if r["error"]]
+    problems += [f"sglang {r['version']} {c['patch']}: {c['failure']}" for r in rows for c in r["cells"] if c["failure"]]
+    return problems + [f"sglang {r['version']} {c['patch']}: lint: {f}" for r in rows for c in r["cells"] for f in c["lint"]]
 
 
 def tool_versions() -> dict:
@@ -457,14 +474,15 @@ def upstream_check(versions=None, scenarios=None) -> dict:
 
 
 def merged(folder: Path, stub_part: dict | None = None, fused_part: dict | None = None) -> dict:
-    """DIR/matrix.json with one track's part replaced: the 0.5.6 track's whole (its keys at the top
-    level, as harness.export reads them), the fused track's release by release (a run of some
-    releases keeps the others' rows, so the fused run can be resumed one release at a time)."""
+    """DIR/matrix.json with one track's rows replaced release by release (a run of some releases
+    keeps the others' rows, so either track's run can be redone one release at a time): the 0.5.6
+    track's keys at the top level, as harness.export reads them, its ok/problems recomputed over
+    every row it now holds; the fused track's under "fused"."""
     from . import upstream_fused
 
     path = folder / "matrix.json"
     report = json.loads(path.read_text()) if path.exists() else {}
-    if stub_part is not None:
+    if stub_part is not None:  # release by release: a run of some releases keeps the others' rows
         report = {**merged_stub(report, stub_part), **({"fused": report["fused"]} if "fused" in report else {})}
     if fused_part is not None:
         old = {r["version"]: r for r in report.get("fused", {}).get("releases", ())}
@@ -481,22 +499,14 @@ def merged_stub(old: dict, new: dict) -> dict:
     """The 0.5.6 track's part after a run of some of its releases: their rows replace the old ones,
     and the old rows of the other releases stay where they measured the same series on the same
     scenarios (else they are dropped: a row of another series is not a verdict on this one)."""
-    same = old.get("patches") == new["patches"] and old.get("scenarios") == new["scenarios"]
+    same = all(old.get(k) == new[k] for k in ("patches", "series_digest", "scenarios"))
     rows = {r["version"]: r for r in (old.get("releases", ()) if same else ())}
     rows.update({r["version"]: r for r in new["releases"]})
     order = {v: i for i, v in enumerate(all_releases())}
     releases = sorted(rows.values(), key=lambda r: order.get(r["version"], len(order)))
-    own = row_problems(new["releases"])
-    problems = [p for p in new["problems"] if p not in own] + row_problems(releases)  # pinned regions', then rows
+    own = release_problems(new["releases"])
+    problems = [p for p in new["problems"] if p not in own] + release_problems(releases)  # pinned regions', rows
     return {**new, "releases": releases, "problems": problems, "ok": not problems}
-
-
-def row_problems(releases: list[dict]) -> list[str]:
-    """What fails in these rows (as run_matrix lists it): a release's error, a cell's failure or lint."""
-    out = [r["error"] for r in releases if r.get("error")]
-    out += [f"sglang {r['version']} {c['patch']}: {c['failure']}" for r in releases for c in r["cells"] if c["failure"]]
-    out += [f"sglang {r['version']} {c['patch']}: lint: {f}" for r in releases for c in r["cells"] for f in c["lint"]]
-    return out
 
 
 def all_releases() -> tuple[str, ...]:
@@ -651,11 +661,13 @@ def write_report(report: dict, folder: Path) -> None:
 
 def stub_section(report: dict, RESOLUTIONS, Table) -> list[str]:
     """The 0.5.6 track in detail: its own table, pinned regions, releases, resolutions, modes, lint."""
+    from .tracks import STUB
+
     table_data = Table.load()
     tools = report["tools"]
     md = [
         "",
-        "## The 0.5.6 track (sglang 0.5.5 - 0.5.9)",
+        f"## The 0.5.6 track (sglang {STUB.span()})",
         "",
         f"Tools: python {tools['python']}, torch {tools['torch']}, triton {tools['triton']} "
         f"(TRITON_INTERPRET={tools['triton_interpret'] or 'unset'}), git {tools['git']}, GitPython {tools['gitpython']}.",
@@ -691,9 +703,13 @@ def stub_section(report: dict, RESOLUTIONS, Table) -> list[str]:
         "### Hand resolutions",
         "",
     ]
+    kinds = {"drop": "dropped", "resolution": "", "fixup": "fixup, "}  # patches/releases/<patch>.toml
     for path in sorted(RESOLUTIONS.glob("*.toml")):
-        for r in tomllib.loads(path.read_text())["resolution"]:
-            md.append(f"- `{path.name[:-5]}` on {', '.join(r['releases'])} ({r['function']}): {' '.join(r['why'].split())}")
+        data = tomllib.loads(path.read_text())
+        for key, label in kinds.items():
+            for r in data.get(key, ()):
+                where = "" if key == "drop" else r["function"]
+                md.append(f"- `{path.name[:-5]}` on {', '.join(r['releases'])} ({label}{where}): {' '.join(r['why'].split())}")
     md += ["", "### The whole series per mode (what each release's cover letter may claim)", "",
            "Backend in the graph: the release's real backend asked to record the mode's launch at capture. Graph",
            "runners: the release's real runners around it, recorded replays compared with baseline's on whole",

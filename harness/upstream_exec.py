@@ -34,13 +34,33 @@ import zipfile
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
+import tomllib
+from typing import TYPE_CHECKING
+
 import torch
 
-from .loader import REPO_ROOT
-from .releases import UPSTREAM_DIR, fetch_wheel
-from .series import Files, write_tree
+from .loader import REPO_ROOT, UPSTREAM_DIR
+
+if TYPE_CHECKING:
+    from .series import Files
 
 BUILD = REPO_ROOT / "build" / "upstream"
+# What a GPU host without git, network or wheels runs releases from (bench.release_replay prepare):
+# NSA_USE_BUILD=1 reads each release's wheel here, its sglang sources alone.
+BUILT_WHEELS = REPO_ROOT / "build" / "releases" / "wheels"
+
+
+def wheel_path(version: str) -> Path:
+    """The release's wheel: with NSA_USE_BUILD the one prepared under build/, else the cache's."""
+    if os.environ.get("NSA_USE_BUILD"):
+        built = BUILT_WHEELS / f"sglang-{version}.whl"
+        if not built.exists():
+            raise StandinError(f"no {built}: run `python -m bench.release_replay prepare` "
+                               "where the wheels are, and carry build/")
+        return built
+    from .releases import fetch_wheel  # git and the cache: not on a GPU host
+
+    return fetch_wheel(version)
 
 # Imports with these roots never reach the real import system: sglang itself, and libraries that
 # only exist on GPU machines. (Discovered by running every release; extend when one needs more.)
@@ -53,8 +73,11 @@ WHEEL_DEFINITIONS = {
     "sglang.srt.configs.model_config": ("is_deepseek_nsa", "get_nsa_index_topk"),
     "sglang.srt.environ": ("envs",),
     "sglang.srt.layers.attention.base_attn_backend": ("AttentionBackend",),
+    "sglang.kernel_api_logging": ("debug_kernel_api",),  # 0.5.10+: decorates AttentionBackend.forward
     "sglang.srt.layers.attention.nsa.nsa_indexer": ("BaseIndexerMetadata",),
     "sglang.srt.layers.attention.nsa.utils": ("compute_nsa_seqlens", "compute_cu_seqlens"),
+    # 0.5.10+: nsa_seqlens_expanded from a Triton kernel (run by Triton's interpreter on CPU).
+    "sglang.srt.layers.attention.utils": ("seqlens_expand_triton",),
     "sglang.srt.layers.attention.nsa.nsa_backend_mtp_precompute": (
         "NativeSparseAttnBackendMTPPrecomputeMixin",
         "PrecomputedMetadata",
@@ -150,12 +173,21 @@ def cut_definitions(source: str, names: tuple[str, ...]) -> tuple[ast.Module, bo
     return ast.Module(body=body, type_ignores=[]), future
 
 
+class _WithoutCudaAsserts(ast.NodeTransformer):
+    """`assert <tensor>.is_cuda` removed (0.5.10's seqlens_expand_triton has two), for CPU runs
+    alone: it checks where the tensors live, not what the code computes."""
+
+    def visit_Assert(self, node: ast.Assert):
+        test = node.test
+        return None if isinstance(test, ast.Attribute) and test.attr == "is_cuda" else node
+
+
 class ReleaseEnvironment:
     """The stand-in sglang of one release: its wheel's definitions, the machine's facts, inert rest."""
 
     def __init__(self, version: str):
         self.version = version
-        self.wheel = zipfile.ZipFile(fetch_wheel(version))
+        self.wheel = zipfile.ZipFile(wheel_path(version))
         self.wheel_names = set(self.wheel.namelist())
         self._modules: dict[str, ModuleType] = {}
         self._defined: dict[str, dict] = {}
@@ -211,7 +243,17 @@ class ReleaseEnvironment:
             if cut:
                 tree, future = cut
                 flags = __future__.annotations.compiler_flag if future else 0
-                code = compile(tree, f"{self.wheel.filename}!{path}", "exec", flags=flags, dont_inherit=True)
+                if not torch.cuda.is_available():
+                    tree = ast.fix_missing_locations(_WithoutCudaAsserts().visit(tree))
+                # Written out: a Triton kernel among them is read back from its file (inspect).
+                source = ast.unparse(tree) + "\n"
+                file = BUILD / f"wheel-{self.version}" / path
+                if not file.exists() or file.read_text() != source:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    staging = file.with_name(f".{file.name}.{os.getpid()}")
+                    staging.write_text(source)
+                    os.replace(staging, file)
+                code = compile(source, str(file), "exec", flags=flags, dont_inherit=True)
                 exec(code, holder.__dict__)
             self._defined[module] = holder.__dict__
         return self._defined[module]
@@ -297,10 +339,33 @@ def _strict(obj, path: str, version: str):
     return _StrictNamespace(path, version, **{k: _strict(v, f"{path}.{k}", version) for k, v in vars(obj).items()})
 
 
+# A release's model_runner key (patches/releases.toml): the columns sglang's request pool gives
+# every row past context_len, besides D when speculative (model_runner_kv_cache_mixin's
+# extra_max_context_len). The stand-in pool is context_len wide; from 0.5.10 the backend's page
+# table is context_len + D wide, so the launch there needs the pool as wide as sglang makes it.
+SPARE_COLUMNS = "req_to_token_spare_columns"
+
+
+def with_spare_columns(req_to_token: torch.Tensor, columns: int) -> torch.Tensor:
+    """`req_to_token` widened to `columns`, its rows continued cyclically (values of the same ranges;
+    no replay within the context reads them)."""
+    if req_to_token.shape[1] >= columns:
+        return req_to_token
+    reps = -(-columns // req_to_token.shape[1])
+    return req_to_token.repeat(1, reps)[:, :columns].contiguous()
+
+
 def model_runner_builder(stub: ModuleType, version: str, extra: dict):
     """The stub's build_model_runner (0.5.6's attributes) plus the release's own, strict on the rest."""
 
+    extra = dict(extra)
+    spare = extra.pop(SPARE_COLUMNS, None)
+
     def build_model_runner(**kwargs):
+        if spare is not None:
+            kwargs["req_to_token"] = with_spare_columns(
+                kwargs["req_to_token"], kwargs["context_len"] + spare + (kwargs.get("num_draft_tokens") or 0)
+            )
         runner = _strict(stub.build_model_runner(**kwargs), "model_runner", version)
         for dotted, value in extra.items():
             *parents, leaf = dotted.split(".")
@@ -325,7 +390,10 @@ def load_release(version: str, files: Files, stub: ModuleType, model_runner: dic
         staging = folder.with_name(f".{folder.name}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         prefix = UPSTREAM_DIR + "/"
-        write_tree(staging, {k[len(prefix):]: v for k, v in files.items() if k.startswith(prefix)})
+        for rel, data in files.items():
+            if rel.startswith(prefix):
+                (staging / rel[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+                (staging / rel[len(prefix):]).write_bytes(data)
         (staging / "__init__.py").write_text(f"# sglang {version} {UPSTREAM_DIR}, as built by harness.upstream_exec\n")
         try:
             staging.rename(folder)
@@ -337,15 +405,38 @@ def load_release(version: str, files: Files, stub: ModuleType, model_runner: dic
         sys.meta_path.insert(0, _SeriesPackageFinder(package, folder, env))
     backend = importlib.import_module(f"{package}.nsa_backend")
     forward_mode = backend.ForwardMode
+    renames = release_renames(version)
     return SimpleNamespace(
+        renames=renames,  # the release's names for the series' (harness.releases)
         __name__=backend.__name__,
         __file__=backend.__file__,
         module=backend,
         NativeSparseAttnBackend=backend.NativeSparseAttnBackend,
         ForwardMode=forward_mode,
         build_model_runner=model_runner_builder(stub, version, model_runner),
-        SpecInput=stub.SpecInput,
+        SpecInput=spec_input(stub, renames),
     )
+
+
+def release_renames(version: str) -> dict:
+    """The release's renames in patches/releases.toml (read here without harness.releases: a GPU host
+    has no git); {} for a release that renames nothing or that the table does not name."""
+    table = tomllib.loads((REPO_ROOT / "patches" / "releases.toml").read_text())
+    return next((r.get("renames", {}) for r in table["release"] if r["version"] == version), {})
+
+
+def spec_input(stub: ModuleType, renames: dict):
+    """The stub's SpecInput where the release keeps accept_length; else one holding it under the
+    release's name (0.5.11: num_accepted_tokens), built from the same keyword as the stub's."""
+    name = renames.get("accept_length")
+    if name is None:
+        return stub.SpecInput
+
+    class SpecInput(SimpleNamespace):
+        def __init__(self, accept_length: torch.Tensor):
+            super().__init__(**{name: accept_length})
+
+    return SpecInput
 
 
 # -- the release's graph runner: its capture and replay code, cut out of the (patched) real file --
@@ -441,6 +532,8 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         req_pool_indices=runner.req_pool_indices,
         seq_lens=runner.seq_lens,
         encoder_lens=None,
+        seq_lens_cpu=runner.seq_lens_cpu,  # 0.5.10+ read it off the buffers
+        out_cache_loc_swa=None,  # 0.5.11+: no sliding-window layers
     )
     forward_batch = SimpleNamespace(
         forward_mode=runner.forward_mode,
@@ -451,7 +544,14 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         seq_lens_sum=int(runner.seq_lens_cpu[:bs].sum()),
     )
     this = SimpleNamespace(
-        model_runner=SimpleNamespace(attn_backend=attn_backend, tp_group=SimpleNamespace(barrier=lambda: None)),
+        model_runner=SimpleNamespace(
+            attn_backend=attn_backend,
+            tp_group=SimpleNamespace(barrier=lambda: None),
+            spec_algorithm=SimpleNamespace(is_dflash=lambda: False),  # 0.5.11+
+            is_draft_worker=False,
+        ),
+        attn_backend=attn_backend,  # 0.5.11+: the runner's own backend
+        buffers=buffers,
         pp_size=1,
         enable_pdmux=False,
         is_encoder_decoder=False,

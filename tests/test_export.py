@@ -19,11 +19,11 @@ import torch
 
 from harness import export as ex
 from harness import step_numbers
-from harness.releases import GIT_ENV, Derivation, release_files
+from harness.releases import GIT_ENV, Derivation, Table, release_files
 from harness.scenarios import matrix
 from harness.series import Series
 
-RELEASES = ("0.5.6", "0.5.9")
+RELEASES = ("0.5.6", "0.5.9", "0.5.10", "0.5.12")  # the reference, the last before upstream's Triton expansion, two after
 
 
 SPEC_LINES = {True: "records (6/6 replays bit-exact; no replay call)",
@@ -158,6 +158,8 @@ def test_export_form_and_git_am_onto_the_release(exported, version, tmp_path):
     assert max(map(len, body.splitlines())) <= ex.WIDTH, max(body.splitlines(), key=len)
     assert f"base-commit: v{version}\n" in cover and "files changed" in cover
     assert f"nsa-verify-patches ({len(names[version])}):" in cover
+    assert Table.load().release(version).host_work in " ".join(body.split())  # what this release's replay does
+    assert ("0001-quickwin.patch" in names[version]) == (version in ("0.5.6", "0.5.9"))  # dropped from 0.5.10
     assert ("records target verify" in cover) == (version == "0.5.6")
     step = step_numbers.run_of_record()  # its numbers: recorded only where the release's runner records
     assert (" recorded\n" in cover) == (version == "0.5.6" and step is not None)

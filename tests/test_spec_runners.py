@@ -227,7 +227,8 @@ def test_runner_whose_static_inputs_break_the_contract_is_refused_at_capture(kin
 RECORDS = {  # release -> the runners that record (the others decline, with why)
     **dict.fromkeys(("0.5.5", "0.5.5.post1", "0.5.5.post2"), {"draft"}),
     **dict.fromkeys(("0.5.5.post3", "0.5.6", "0.5.6.post1", "0.5.6.post2"), {"draft", "draft_extend"}),
-    **dict.fromkeys(("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9"), set()),
+    **dict.fromkeys(("0.5.7", "0.5.8", "0.5.8.post1", "0.5.9", "0.5.10", "0.5.10.post1", "0.5.11", "0.5.12",
+                     "0.5.12.post1"), set()),
 }
 NOT_FUSED = "this release's replay of the mode is not fused"
 DEEPGEMM = "on CUDA its replay call refreshes DeepGEMM's paged-MQA schedule from the lengths"
