@@ -19,7 +19,8 @@ lengths uniform in [1, D]), both sides' graph-runner stand-ins over the same bat
   exact    after the timing, every captured buffer of the two sides compared whole (harness.compare)
 DeepGEMM: where the host has deep_gemm, the replay refreshes its paged-MQA schedule as on a server (on
 these releases the series leaves that refresh in the replay call; in draft extend it reads the live
-row count, one sync); without it sglang skips the refresh, on both sides alike. The JSON says which.
+row count, one sync). Without it, on CUDA, a stand-in returns a preallocated schedule (sglang's own
+ImportError path assigns to a frozen dataclass there), on both sides alike. The JSON says which.
 """
 
 from __future__ import annotations
@@ -142,13 +143,31 @@ def run(out: Path, versions) -> dict:
         upstream_exec.STANDIN_ROOTS = roots
 
 
+def _deep_gemm_standin():
+    """deep_gemm as the replay calls it: the SM count, and a schedule tensor of the real one's shape
+    (num_sms + 1, 2), allocated once."""
+    import types
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    schedule = torch.zeros((sms + 1, 2), dtype=torch.int32, device="cuda")
+    return types.SimpleNamespace(get_num_sms=lambda: sms,
+                                 get_paged_mqa_logits_metadata=lambda seqlens, block, num_sms: schedule)
+
+
 def _run(out: Path, versions) -> dict:
     try:
         import deep_gemm  # noqa: F401
 
         deepgemm = "installed: the replay call refreshes its schedule, on both sides"
     except ImportError:
-        deepgemm = "absent: sglang skips the schedule refresh, on both sides"
+        if torch.cuda.is_available():
+            # On CUDA 0.5.10+'s replay cannot take sglang's ImportError path: it assigns to a frozen
+            # NSAMetadata there (FrozenInstanceError). Its refresh runs around a stand-in instead.
+            sys.modules["deep_gemm"] = _deep_gemm_standin()
+            deepgemm = ("absent: a stand-in returns one preallocated schedule tensor (no kernel), so the refresh's "
+                        "copy and draft extend's sync are measured, DeepGEMM's schedule kernel is not; both sides alike")
+        else:
+            deepgemm = "absent: sglang skips the schedule refresh, on both sides"
     index = json.loads((BUILT / "index.json").read_text()) if (BUILT / "index.json").exists() else {}
     stub = stages.load(stages.BASELINE)
     result = {"environment": {**environment(op.DEVICE), "deep_gemm": deepgemm}, "releases": {}}

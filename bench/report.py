@@ -33,7 +33,7 @@ FINAL = "final-launch"  # the final stage's launch object, called bare
 # Sequential runs saved before the operator named each implementation once.
 OLD_SUITE_NAMES = {"upstream-0.5.23": "upstream-hostmax", "empty-launch": "nop-1"}
 NOT_COMPARABLE = "CPU, Triton interpreter: timings not comparable"
-SAVED = ("record.json", "verdicts.json", "graph_demo.json", "modes.json")
+SAVED = ("record.json", "verdicts.json", "graph_demo.json", "modes.json")  # spec_step, release_replay: optional
 
 
 # -- provenance: which series the saved data measured ---------------------------------------------------
@@ -666,6 +666,30 @@ def write_step(machine: str) -> Path | None:
     return REPORTS / machine / "STEP.md"
 
 
+def write_releases(machine: str) -> Path | None:
+    """RELEASES.md from release_replay.json, where a GPU run left one."""
+    r = read_json(machine, "release_replay.json")
+    if r is None:
+        return None
+    env = r["environment"]
+
+    def host(x: dict) -> str:
+        return f"{x['us']:.1f} [{x['q1']:.1f}, {x['q3']:.1f}]"
+
+    rows = [[version, x["mode"], x["bs"], host(x["host_us"]["unpatched"]), host(x["host_us"]["series"]),
+             f"{x['syncs']['unpatched']} -> {x['syncs']['series']}", "yes" if x["exact"] else f"NO: {x['mismatch']}"]
+            for version, xs in r["releases"].items() for x in xs]
+    hashed = env.get("series_hash", "")
+    text = fill(
+        "RELEASES.md", **{k: env[k] for k in ("card", "torch", "triton", "deep_gemm")}, series_hash=hashed,
+        stale="" if hashed == series_hash() else f"; **the series has changed since: {hashed} is not {series_hash()}**",
+        table=markdown_table(["release", "mode", "bs", "unpatched µs", "series µs", "syncs", "buffers equal"], rows,
+                             "llrrrrl"),
+    )
+    (REPORTS / machine / "RELEASES.md").write_text(text)
+    return REPORTS / machine / "RELEASES.md"
+
+
 def main(machines: list[str]) -> None:
     here = machine_name()
     if not machines:
@@ -675,7 +699,7 @@ def main(machines: list[str]) -> None:
         produce_missing(here)
     for machine in machines:
         print(f"wrote {write(machine)}")
-        for written in (write_graph(machine), write_step(machine)):
+        for written in (write_graph(machine), write_step(machine), write_releases(machine)):
             if written:
                 print(f"wrote {written}")
 
