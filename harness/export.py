@@ -92,12 +92,21 @@ def claims(version: str, row: dict | None, reference: str) -> list[str]:
     spec = {name: line for r in runner.values() for name, line in (r.get("runners recording") or {}).items()}
     if spec_recording := [name for name, line in spec.items() if line.startswith("records")]:
         out.append(f"The speculative step's {_join(spec_recording)} record{'s' * (len(spec_recording) == 1)} too.")
-    for name, line in spec.items():
-        if not line.startswith("records"):
-            out.append(f"The {name} {line.rsplit(' (', 1)[0]}.")  # its verdict, the counts left out
-    for why in dict.fromkeys(r["declines"] for r in runner.values() if r["declines"]):
+    verdicts = {name: line.rsplit(" (", 1)[0] for name, line in spec.items() if not line.startswith("records")}
+    declined = dict.fromkeys(r["declines"] for r in runner.values() if r["declines"])
+    for why in declined:  # the runners that decline for the same reason go in the same sentence
         modes = [MODE_NAMES[m] for m, r in runner.items() if r["declines"] == why]
-        out.append(f"Not recorded ({_join(modes)}): {why}.")
+        alike = [name for name, v in verdicts.items() if v == f"declines: {why}"]
+        also = f"; the speculative step's {_join(alike)} alike" if alike else ""
+        out.append(f"Not recorded ({_join(modes)}{also}): {why}.")
+    for verdict in dict.fromkeys(verdicts.values()):  # one sentence per other verdict, the counts left out
+        verb, _, why = verdict.partition(": ")
+        if verb == "declines" and why in declined:
+            continue
+        names = [name for name, v in verdicts.items() if v == verdict]
+        verb = verb if len(names) == 1 else {"declines": "decline", "does not offer the recorder":
+                                             "do not offer the recorder"}.get(verb, verb)
+        out.append(f"The speculative step's {_join(names)} {verb}{': ' + why if why else ''}.")
     lint = row["lint"]
     if not lint["added"]:
         out.append(f"The series adds no {', '.join(LINT_TOOLS[:-1])} or {LINT_TOOLS[-1]} finding.")

@@ -62,19 +62,19 @@ def block(row: dict | None, data: dict | None = None) -> str:
     env, config = data["env"], data["config"]
     bs = config["capture_bs"]
     lines = [
-        f"Host us per graph-runner replay, one speculative step ({config['num_steps']} draft steps,",
-        f"D={config['draft']}, page {config['page_size']}, {config['context_len'] // 1024}k-wide table, "
-        f"bs {bs[0]}-{bs[-1]}), sglang 0.5.6's",
-        f"runners with stand-in models, on an {env['card']} (torch {env['torch'].split('+')[0]},",
-        f"triton {env['triton']}); medians of interleaved rounds; baseline -> series",
-        "(no metadata: the same graphs without it, no replay call):",
+        f"Host us per graph-runner replay in one speculative step ({config['num_steps']} draft",
+        f"steps, D={config['draft']}, page {config['page_size']}, {config['context_len'] // 1024}k-wide table, "
+        f"bs {bs[0]}-{bs[-1]}; sglang 0.5.6's runners,",
+        f"stand-in models) on an {env['card']} (torch {env['torch'].split('+')[0]}, triton {env['triton']}),",
+        "medians of interleaved rounds; no metadata: the same graphs without it:",
+        f" {'runner':<22}{'baseline':>10}  {'series':<21}{'no metadata':>11}",
     ]
     for runner, (name, _, _) in RUNNERS.items():
         recorded = records(row, runner)
         if recorded is None:
             continue
-        variant, how = ("recorded", "recorded") if recorded else ("eager", "launched eagerly")
-        label = name.format(steps=config["num_steps"])
-        lines.append(f" {label:<24}{_span(data, 'baseline', runner):>10} -> {_span(data, variant, runner)} {how}")
-        lines.append(f" {'':<24}{'':>10}    (no metadata: {_span(data, 'no_metadata', runner)})")
+        variant, how = ("recorded", "recorded") if recorded else ("eager", "eager")
+        series = f"{_span(data, variant, runner)} {how}"
+        lines.append(f" {name.format(steps=config['num_steps']):<22}{_span(data, 'baseline', runner):>10}  "
+                     f"{series:<21}{_span(data, 'no_metadata', runner):>11}")
     return "\n".join(lines) + "\n"
