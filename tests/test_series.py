@@ -15,6 +15,7 @@ import pytest
 from harness.__main__ import verify_plan
 from harness.series import Series, SeriesError, Status
 from harness.tracks import TRACKS
+from cli import read_only_cli
 
 STUB = "vendor_stub/mod.py"
 V0 = "x = 0\ny = 0\n"
@@ -647,19 +648,7 @@ def _harness(project: Path, *args: str, **kwargs) -> subprocess.CompletedProcess
                           text=True, **kwargs)
 
 
-# Runs the CLI with every write under vendor_stub/ failing as on a read-only checkout (the tests run as
-# root, for whom permission bits do not stop a write).
-READ_ONLY = """
-import errno, os, runpy, sys
-real_open = os.open
-def read_only(path, *args, **kwargs):
-    if "vendor_stub" in str(path):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-    return real_open(path, *args, **kwargs)
-os.open = read_only
-sys.argv = ["harness", *sys.argv[1:]]
-runpy.run_module("harness", run_name="__main__")
-"""
+READ_ONLY = read_only_cli("vendor_stub")
 
 
 def test_read_only_checkout_gets_one_line_and_keeps_the_stage(project_copy):

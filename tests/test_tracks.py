@@ -25,6 +25,7 @@ from fused.cases import Case
 from harness.loader import REPO_ROOT
 from harness.series import Series, SeriesError, Status
 from harness.tracks import DEFAULT, FUSED, STUB, TRACKS, TrackError, track_for_stage
+from cli import read_only_cli
 
 BASE_FILE = fused_track.table()["track"]["base_file"]  # fused/base/python/sglang/...
 FINAL = FUSED.stages()[-1]
@@ -383,19 +384,7 @@ def test_verify_cases_are_named_apart():
 
 # -- a read-only checkout and Ctrl-C on the fused track -------------------------------------------
 
-# The CLI with every write under fused/base/ failing as on a read-only checkout (the tests run as
-# root, for whom permission bits do not stop a write).
-READ_ONLY = """
-import errno, os, runpy, sys
-real_open = os.open
-def read_only(path, *args, **kwargs):
-    if "fused/base" in str(path):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-    return real_open(path, *args, **kwargs)
-os.open = read_only
-sys.argv = ["harness", *sys.argv[1:]]
-runpy.run_module("harness", run_name="__main__")
-"""
+READ_ONLY = read_only_cli("fused/base")
 
 
 def test_read_only_checkout_gets_one_line_and_keeps_the_stage(project):
