@@ -106,6 +106,20 @@ def test_one_step_left_to_its_replay_call_keeps_the_whole_call():
     assert (bs, decode) not in recorded.recorded_forward_metadata_cuda_graph
 
 
+def test_a_capture_for_bs_drops_it_until_every_step_records_again():
+    recorded, static = _captured(stages.load(stages.final()))
+    decode, bs = _decode(recorded), max(STEP.scenario.capture_bs)
+    _record(recorded, bs, capturing=True)
+    assert (bs, decode) in recorded.recorded_forward_metadata_cuda_graph
+    recorded.init_forward_metadata_capture_cuda_graph(_batch(static, bs))  # a re-capture: new launches
+    assert not any((bs, decode) in b.recorded_forward_metadata_cuda_graph for b in recorded.attn_backends)
+    assert (bs, decode) not in recorded.recorded_forward_metadata_cuda_graph
+    _record(recorded, bs, capturing=False)  # a warm-up records nothing
+    assert (bs, decode) not in recorded.recorded_forward_metadata_cuda_graph
+    _record(recorded, bs, capturing=True)
+    assert (bs, decode) in recorded.recorded_forward_metadata_cuda_graph
+
+
 # -- the runners' own code, executed (harness.spec_runners) ------------------------------------
 
 RUNNER_STEP = Step(
