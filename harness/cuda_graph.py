@@ -28,11 +28,13 @@ RECORDED = "recorded_forward_metadata_cuda_graph"  # what it skips the backend's
 
 
 def consumer(md) -> torch.Tensor:
-    """Stands in for the model: reads the three buffers the attention kernels read."""
+    """Stands in for the model: reads the three buffers the attention kernels read (the top-k
+    lengths under either name: nsa_cache_seqlens_int32, dsa_ from sglang 0.5.13)."""
+    topk_lengths = md.dsa_cache_seqlens_int32 if hasattr(md, "dsa_cache_seqlens_int32") else md.nsa_cache_seqlens_int32
     return (
         md.page_table_1[:, :64].sum(dtype=torch.int64)
         + md.real_page_table[:, :2].sum(dtype=torch.int64)
-        + md.nsa_cache_seqlens_int32.sum(dtype=torch.int64)
+        + topk_lengths.sum(dtype=torch.int64)
     )
 
 

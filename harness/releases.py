@@ -31,6 +31,7 @@ from pathlib import Path
 import git
 
 from .loader import UPSTREAM_DIR  # noqa: F401 (where vendor_stub/ sits in sglang's repository)
+from .names import Names, part, rename, word
 from .series import PATCH_DIR, REPO_ROOT, STUB_DIR, Files, Series, SeriesError
 
 TABLE = REPO_ROOT / PATCH_DIR / "releases.toml"
@@ -87,6 +88,20 @@ class Release:
     renames: dict = field(default_factory=dict)
     # What the release's replay does on the host, for its cover letter ("": the table's host_work).
     host_work: str = ""
+    # Parts of identifiers and of paths the release renamed (the series' part -> the release's):
+    # 0.5.13's NSA -> DSA takes nsa_backend.py to dsa_backend.py, NSAMetadata to DSAMetadata,
+    # nsa_cache_seqlens_int32 to dsa_cache_seqlens_int32 (`rename`).
+    name_parts: dict = field(default_factory=dict)
+    # Files the release moved: the series' repository path -> the release's (after name_parts).
+    paths: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> Names:
+        return Names(self.renames, self.name_parts, self.paths)
+
+    def path(self, series_path: str) -> str:
+        """Where the release keeps the file the series has at `series_path` (a repository path)."""
+        return self.names.path(series_path)
 
 
 @dataclass(frozen=True)
@@ -219,9 +234,11 @@ def to_upstream(stub_path: str, layout: TestLayout | None = None) -> str:
 
 def upstream_roots(table: Table | None = None) -> list[str]:
     """The repository paths (folders or files) holding everything the series can touch upstream."""
-    extra = [REPO_PREFIX + p for p in UPSTREAM_FILES.values() if not (REPO_PREFIX + p).startswith(UPSTREAM_DIR + "/")]
-    tests = {t.folder for t in (table or Table.load()).test_layouts}
-    return [UPSTREAM_DIR, *sorted(extra), *sorted(tests)]
+    table = table or Table.load()
+    moved = [p for r in table.releases for p in r.paths.values()]  # where a release moved a file
+    extra = {REPO_PREFIX + p for p in UPSTREAM_FILES.values()} | set(moved)
+    tests = {t.folder for t in table.test_layouts}
+    return [UPSTREAM_DIR, *sorted(p for p in extra if not p.startswith(UPSTREAM_DIR + "/")), *sorted(tests)]
 
 
 def registered(test: str, registration: str) -> str:
@@ -238,9 +255,21 @@ def registered(test: str, registration: str) -> str:
     return "".join(lines[:at] + [wanted] + lines[at:end] + ["\n", registration + "\n"] + lines[end:])
 
 
-def release_files(version: str) -> dict[str, bytes]:
-    """The release's unpatched files the series touches, at their sglang repository paths."""
-    return {REPO_PREFIX + wheel: wheel_file(version, wheel) for wheel in UPSTREAM_FILES.values()}
+def release_files(version: str, release: Release | None = None) -> dict[str, bytes]:
+    """The release's unpatched files the series touches, at their sglang repository paths; with
+    `release`, read where it keeps them (Release.path) and keyed by the series' paths."""
+    series_paths = [REPO_PREFIX + wheel for wheel in UPSTREAM_FILES.values()]
+    where = release.path if release is not None else str
+    return {p: wheel_file(version, where(p).removeprefix(REPO_PREFIX)) for p in series_paths}
+
+
+def release_tree(version: str, table: "Table | None" = None) -> dict[str, bytes]:
+    """The release's own files the series touches, at the release's repository paths: the tree its
+    exported series `git am`s onto (0.5.13's backend at dsa_backend.py)."""
+    table = table or Table.load()
+    release = table.release(version) if version != table.reference else None
+    files = release_files(version, release)
+    return {release.path(p) if release else p: data for p, data in files.items()}
 
 
 def map_patch(text: bytes, layout: TestLayout | None = None) -> bytes:
@@ -281,17 +310,6 @@ def _registered_block(block: bytes, registration: str) -> bytes:
     return head + f"\n@@ -0,0 +1,{len(lines)} @@\n".encode() + b"".join(b"+" + line.encode() for line in lines)
 
 
-def _word(name: str) -> re.Pattern:
-    return re.compile(rb"\b" + re.escape(name.encode()) + rb"\b")
-
-
-def rename(data: bytes, renames: dict) -> bytes:
-    """`data` with every whole-word series name in `renames` replaced by the release's name."""
-    for old, new in renames.items():
-        data = _word(old).sub(new.encode(), data)
-    return data
-
-
 def black_formatted(renamed: bytes, upstream: bytes | None) -> bytes:
     """A renamed file as black (88) writes it, where the release's own file (`upstream`; None for a
     file the series adds) is black's already: a longer name can push a line past 88 columns, and
@@ -304,16 +322,19 @@ def black_formatted(renamed: bytes, upstream: bytes | None) -> bytes:
     return black.format_str(renamed.decode(), mode=mode).encode()
 
 
-def renamed_back(data: bytes, renames: dict, version: str, path: str) -> bytes:
-    """The release's file with its names put back to the series' (`renames` inverted). Refused where
-    the file already uses a series name: renaming forward again would not give the file back."""
-    for old, new in renames.items():
-        if _word(old).search(data):
-            raise ReleaseError(
-                f"sglang {version}'s {path} uses '{old}' and renames it to '{new}': a rename map must not "
-                f"name an identifier the release still has; drop it from the release's renames in {TABLE.name}"
-            )
-        data = _word(new).sub(old.encode(), data)
+def renamed_back(data: bytes, renames: dict, version: str, path: str, parts: dict | None = None) -> bytes:
+    """The release's file with its names put back to the series' (`renames` and `parts` inverted).
+    Refused where the file already uses a series name: renaming forward again would not give the
+    file back."""
+    for key, table, pattern in (("renames", renames, word), ("name_parts", parts or {}, part)):
+        for old, new in table.items():
+            if pattern(old).search(data):
+                raise ReleaseError(
+                    f"sglang {version}'s {path} uses '{old}' and renames it to '{new}': a rename map must "
+                    f"not name an identifier the release still has; drop it from the release's {key} in "
+                    f"{TABLE.name}"
+                )
+            data = pattern(new).sub(old.encode(), data)
     return data
 
 
@@ -412,31 +433,40 @@ class Derivation:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _commit_release_files(self, version: str, renames: dict | None = None) -> str:
-        """The release's files committed; with `renames`, under the series' names (renamed back)."""
-        for rel, data in release_files(version).items():
-            if renames:
-                data = renamed_back(data, renames, version, rel)
+    def _commit_release_files(self, version: str, series_names: bool = False) -> str:
+        """The release's files committed where it keeps them; with `series_names`, where the series
+        keeps them and under the series' names (renamed back)."""
+        release = self.table.release(version) if version != self.table.reference else None
+        for rel, data in release_files(version, release).items():
+            if release is not None and series_names:
+                data = renamed_back(data, release.renames, version, release.path(rel), release.name_parts)
+            elif release is not None:
+                rel = release.path(rel)
             path = self.root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         self.repo.git.add("-A")
-        self.repo.git.commit("-q", "--allow-empty", "-m", f"sglang {version}" + (" (series' names)" if renames else ""))
+        self.repo.git.commit("-q", "--allow-empty", "-m", f"sglang {version}" + (" (series' names)" if series_names else ""))
         return self.repo.head.commit.hexsha
 
-    def _renamed(self, version: str, derived: list[Applied], renames: dict) -> list[Applied]:
-        """The derived series again, on the release's own files, each derived tree renamed."""
+    def _renamed(self, version: str, derived: list[Applied]) -> list[Applied]:
+        """The derived series again, on the release's own files, each derived tree renamed and each
+        file where the release keeps it."""
+        release = self.table.release(version)
         self.repo.git.checkout("-q", "-B", f"release-{version}-renamed", self.base)
+        for root in upstream_roots(self.table):  # the reference's files, left by the base commit
+            self.repo.git.rm("-r", "-q", "--ignore-unmatch", "--", root)
         self._bases[version] = self._commit_release_files(version)
-        upstream = release_files(version)
+        upstream = release_tree(version, self.table)
         out = []
         for applied in derived:
             for root in upstream_roots(self.table):
                 self.repo.git.rm("-r", "-q", "--ignore-unmatch", "--", root)
             for rel, data in self.files(applied.commit).items():
+                rel = release.path(rel)
                 path = self.root / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                renamed = rename(data, renames)
+                renamed = rename(data, release.renames, release.name_parts)
                 if rel.endswith(".py") and renamed != data:
                     renamed = black_formatted(renamed, upstream.get(rel))
                 path.write_bytes(renamed)
@@ -483,9 +513,9 @@ class Derivation:
         if version == self.table.reference:
             self._derived[version] = canonical
             return canonical
-        renames = self.table.release(version).renames
+        renamed = bool(self.table.release(version).names)
         self.repo.git.checkout("-q", "-B", f"release-{version}", self.base)
-        self._bases[version] = self._commit_release_files(version, renames)
+        self._bases[version] = self._commit_release_files(version, series_names=renamed)
         out = []
         layout = self.table.test_layout(version)
         for applied in canonical:
@@ -512,8 +542,8 @@ class Derivation:
             if self._fix_up(version, applied.patch):
                 how += " + fixup"
             out.append(Applied(applied.patch, how, self.repo.head.commit.hexsha, applied.message))
-        if renames:
-            out = self._renamed(version, out, renames)
+        if renamed:
+            out = self._renamed(version, out)
         self._derived[version] = out
         return out
 

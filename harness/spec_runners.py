@@ -141,6 +141,9 @@ def _cpu_torch(state: _GraphState) -> ModuleType:
 class _Namespace(SimpleNamespace):
     """ForwardBatch, EagleDraftInput, LogitsProcessorOutput: keyword fields, attributes settable."""
 
+    def mark_forward_metadata_ready(self, replan_equivalent: bool = False) -> None:
+        """0.5.13+: the draft runner marks its batch planned (the draft steps then skip planning)."""
+
 
 def _fast_topk(values: torch.Tensor, topk: int, dim: int):
     """sglang.srt.speculative.spec_utils.fast_topk."""
@@ -174,6 +177,10 @@ def _runner_globals(forward_mode_enum, torch_module, pool: SimpleNamespace) -> d
         "get_global_graph_memory_pool": lambda: pool.handle,
         "set_global_graph_memory_pool": lambda handle: setattr(pool, "handle", handle),
         "fast_topk": _fast_topk,
+        "_is_hip": False,  # 0.5.13+: the draft-extend runner's CUDA-only top-1 fast path
+        # 0.5.13+: the capture runs in the backend's forward context (one backend here: no context)
+        "forward_context": lambda context: contextlib.nullcontext(),
+        "ForwardContext": _Namespace,
         # 0.5.11+: debug checks of the draft runner's inputs (off unless sglang's env enables them).
         "maybe_detect_nan": lambda *args: None,
         "maybe_detect_oob": lambda *args: None,
@@ -264,12 +271,22 @@ class _LoggedBackend:
         return self._backend.init_forward_metadata_capture_cuda_graph(*args, **kwargs)
 
     def init_forward_metadata_replay_cuda_graph(self, *args, **kwargs):
+        return self._replay_call(self._backend.init_forward_metadata_replay_cuda_graph, *args, **kwargs)
+
+    def init_forward_metadata_out_graph(self, forward_batch, in_capture: bool = False):
+        """0.5.13+: the capture's call (in_capture) and the replay's, in one method."""
+        if in_capture:
+            self._events.append("capture")
+            return self._backend.init_forward_metadata_out_graph(forward_batch, in_capture=True)
+        return self._replay_call(self._backend.init_forward_metadata_out_graph, forward_batch)
+
+    def _replay_call(self, method, *args, **kwargs):
         from .counters import count_replay
 
         if self.lean:
-            return self._backend.init_forward_metadata_replay_cuda_graph(*args, **kwargs)
+            return method(*args, **kwargs)
         with count_replay() as counts:
-            out = self._backend.init_forward_metadata_replay_cuda_graph(*args, **kwargs)
+            out = method(*args, **kwargs)
         self._events.append(f"replay call: {counts.triton_launches} launches")
         return out
 
@@ -319,10 +336,7 @@ def build_backend(module, kind: str, step: Step, device="cpu"):
     )
     if kind == "draft_extend":
         return module.NativeSparseAttnBackend(model_runner)
-    multi = getattr(module, "NativeSparseAttnMultiStepBackend", None)
-    if multi is None:  # a release loaded by harness.upstream_exec: the module is one level down
-        multi = module.module.NativeSparseAttnMultiStepBackend
-    return multi(model_runner, topk=1, speculative_num_steps=step.num_steps)
+    return module.NativeSparseAttnMultiStepBackend(model_runner, topk=1, speculative_num_steps=step.num_steps)
 
 
 class SpecRunner:
@@ -381,6 +395,7 @@ class SpecRunner:
             model=SimpleNamespace(forward=self._model_forward),
             device_timer=None,  # 0.5.11+: no device timing
             model_config=SimpleNamespace(vocab_size=VOCAB_SIZE),  # 0.5.11+: the draft runner's input checks
+            canary_manager=None,  # 0.5.13+: no canary checks
         )
         zeros = lambda *shape, dtype=torch.int64: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
         attrs = dict(
@@ -449,6 +464,8 @@ class SpecRunner:
         attrs["buffers"] = SimpleNamespace(
             global_num_tokens_gpu=None,
             global_num_tokens_for_logprob_gpu=None,
+            rids_int=None,  # 0.5.13+: no request ids, no bootstrap rooms (one rank, no disaggregation)
+            bootstrap_room_ids_int=None,
             **{name: value for name, value in attrs.items() if isinstance(value, torch.Tensor)},
         )
         return attrs

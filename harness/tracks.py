@@ -111,7 +111,7 @@ DEFAULT = STUB  # what `make status/unapply/refresh/verify` work on without TRAC
 
 # PyPI releases since 0.5.5 that no track serves yet: they still do host work on every replay,
 # and neither base's code (0.5.6's replay, 0.5.15's fused kernels) is theirs.
-UNSERVED = ("0.5.13", "0.5.13.post1", "0.5.14")
+UNSERVED = ("0.5.14",)
 
 
 @cache

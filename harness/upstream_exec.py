@@ -34,12 +34,12 @@ import zipfile
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
-import tomllib
 from typing import TYPE_CHECKING
 
 import torch
 
 from .loader import REPO_ROOT, UPSTREAM_DIR
+from .names import Names, release_names
 
 if TYPE_CHECKING:
     from .series import Files
@@ -69,7 +69,8 @@ STANDIN_ROOTS = ("sglang", "sgl_kernel", "deep_gemm", "flash_mla", "flashinfer",
 # module -> names taken from the wheel's own source. Discovered per release by running it: a name
 # the metadata path needs that is missing here fails with StandinError naming it.
 WHEEL_DEFINITIONS = {
-    "sglang.srt.model_executor.forward_batch_info": ("ForwardMode",),
+    # build_inner_fb_view: 0.5.13+'s multi-step backend hands its steps a view of the batch.
+    "sglang.srt.model_executor.forward_batch_info": ("ForwardMode", "build_inner_fb_view"),
     "sglang.srt.configs.model_config": ("is_deepseek_nsa", "get_nsa_index_topk"),
     "sglang.srt.environ": ("envs",),
     "sglang.srt.layers.attention.base_attn_backend": ("AttentionBackend",),
@@ -78,6 +79,9 @@ WHEEL_DEFINITIONS = {
     "sglang.srt.layers.attention.nsa.utils": ("compute_nsa_seqlens", "compute_cu_seqlens"),
     # 0.5.10+: nsa_seqlens_expanded from a Triton kernel (run by Triton's interpreter on CPU).
     "sglang.srt.layers.attention.utils": ("seqlens_expand_triton",),
+    "sglang.srt.layers.attention.triton_ops.pad": ("seqlens_expand_triton",),  # 0.5.13+: defined here
+    # 0.5.13+ (under its DSA names): the indexer metadata's default top-k backend, a class attribute.
+    "sglang.srt.layers.attention.nsa.nsa_topk_backend": ("NSATopKBackend", "TopkTransformMethod"),
     "sglang.srt.layers.attention.nsa.nsa_backend_mtp_precompute": (
         "NativeSparseAttnBackendMTPPrecomputeMixin",
         "PrecomputedMetadata",
@@ -98,6 +102,8 @@ ENVIRONMENT = {
     ("sglang.srt.utils", "is_blackwell"): lambda: False,
     ("sglang.srt.utils", "get_device_sm"): lambda: 90,
     ("sglang.srt.layers.dp_attention", "get_attention_tp_size"): lambda: 1,
+    # 0.5.13+: the decode / verify graphs are whole CUDA graphs, not piecewise (prefill) ones.
+    ("sglang.srt.compilation.piecewise_context_manager", "is_in_piecewise_cuda_graph"): lambda: False,
     # 0.5.7+: the multi-step backend's replay precomputes once for every draft step, by default
     # (SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA unset: "true").
     ("sglang.srt.layers.attention.nsa.utils", "NSA_ENABLE_MTP_PRECOMPUTE_METADATA"): True,
@@ -148,11 +154,25 @@ def _bound_names(node: ast.stmt) -> set[str]:
     return {n.id for t in targets if t is not None for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 
-def _used_names(node: ast.stmt) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+def _used_names(node: ast.stmt, postponed: bool = False) -> set[str]:
+    """The names `node` reads; with `postponed` (from __future__ import annotations) not those only
+    its annotations name, which are never evaluated (0.5.13's build_inner_fb_view annotates with
+    ForwardBatch, a class it does not need)."""
+    skipped: set[int] = set()
+    if postponed:
+        for n in ast.walk(node):
+            notes = [getattr(n, "annotation", None), getattr(n, "returns", None)]
+            skipped |= {id(m) for note in notes if note is not None for m in ast.walk(note)}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and id(n) not in skipped}
 
 
-def cut_definitions(source: str, names: tuple[str, ...]) -> tuple[ast.Module, bool] | None:
+# Modules cut without the names only their annotations use (never evaluated under postponed
+# annotations): 0.5.13's build_inner_fb_view annotates with ForwardBatch, a class whose bases the
+# stand-ins lack. Other modules keep every name they use, as the committed matrix ran them.
+POSTPONED_ANNOTATIONS = ("sglang.srt.model_executor.forward_batch_info",)
+
+
+def cut_definitions(source: str, names: tuple[str, ...], skip_annotations: bool = False) -> tuple[ast.Module, bool] | None:
     """The module-level statements defining `names` plus those they need (imports included)."""
     tree = ast.parse(source)
     defines: dict[str, list[int]] = {}
@@ -162,13 +182,13 @@ def cut_definitions(source: str, names: tuple[str, ...]) -> tuple[ast.Module, bo
     wanted = [n for n in names if n in defines]
     if not wanted:
         return None
+    future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)
     keep, todo = set(), list(wanted)
     while todo:
         for i in defines.get(todo.pop(), ()):
             if i not in keep:
                 keep.add(i)
-                todo.extend(_used_names(tree.body[i]) & defines.keys())
-    future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)
+                todo.extend(_used_names(tree.body[i], postponed=future and skip_annotations) & defines.keys())
     body = [n for i, n in enumerate(tree.body) if i in keep and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
     return ast.Module(body=body, type_ignores=[]), future
 
@@ -185,8 +205,12 @@ class _WithoutCudaAsserts(ast.NodeTransformer):
 class ReleaseEnvironment:
     """The stand-in sglang of one release: its wheel's definitions, the machine's facts, inert rest."""
 
-    def __init__(self, version: str):
+    def __init__(self, version: str, names: Names | None = None):
         self.version = version
+        # The wheel's definitions and the machine's facts under the release's names (0.5.13: dsa).
+        names = names or Names()
+        self.definitions = {names.name(m): tuple(map(names.name, n)) for m, n in WHEEL_DEFINITIONS.items()}
+        self.environment = {(names.name(m), names.name(a)): v for (m, a), v in ENVIRONMENT.items()}
         self.wheel = zipfile.ZipFile(wheel_path(version))
         self.wheel_names = set(self.wheel.namelist())
         self._modules: dict[str, ModuleType] = {}
@@ -219,9 +243,9 @@ class ReleaseEnvironment:
         return self._modules[name]
 
     def value(self, module: str, attr: str):
-        if (module, attr) in ENVIRONMENT:
-            return ENVIRONMENT[(module, attr)]
-        if attr in WHEEL_DEFINITIONS.get(module, ()):
+        if (module, attr) in self.environment:
+            return self.environment[(module, attr)]
+        if attr in self.definitions.get(module, ()):
             defined = self._wheel_definitions(module)
             if attr in defined:
                 return defined[attr]
@@ -234,7 +258,8 @@ class ReleaseEnvironment:
     def _wheel_definitions(self, module: str) -> dict:
         if module not in self._defined:
             path = self._source_path(module)
-            cut = cut_definitions(self.wheel.read(path).decode(), WHEEL_DEFINITIONS[module]) if path else None
+            source = self.wheel.read(path).decode() if path else None
+            cut = cut_definitions(source, self.definitions[module], module in POSTPONED_ANNOTATIONS) if path else None
             # A real module in sys.modules under a private name: dataclasses look their class's
             # module up there. The name cannot collide with an installed sglang.
             holder = ModuleType(f"nsa_wheel_{self.version.replace('.', '_')}.{module}")
@@ -328,15 +353,18 @@ class _StrictNamespace(SimpleNamespace):
             raise AttributeError(name)
         raise StandinError(
             f"sglang {self._version}'s NativeSparseAttnBackend reads {self._path}.{name}, which the model "
-            f"runner stand-in lacks: add \"{self._path.removeprefix('model_runner.')}.{name}\" = <value> "
+            f"runner stand-in lacks: add \"{f'{self._path}.{name}'.removeprefix('model_runner.')}\" = <value> "
             f"to that release's model_runner in patches/releases.toml"
         )
 
 
-def _strict(obj, path: str, version: str):
+def _strict(obj, path: str, version: str, names: Names = Names()):
+    """The stub's model-runner part as the release reads it: strict, its attributes under the
+    release's names (0.5.13: token_to_kv_pool.dsa_kv_cache_store_fp8)."""
     if not isinstance(obj, SimpleNamespace):
         return obj
-    return _StrictNamespace(path, version, **{k: _strict(v, f"{path}.{k}", version) for k, v in vars(obj).items()})
+    fields = {names.name(k): v for k, v in vars(obj).items()}
+    return _StrictNamespace(path, version, **{k: _strict(v, f"{path}.{k}", version, names) for k, v in fields.items()})
 
 
 # A release's model_runner key (patches/releases.toml): the columns sglang's request pool gives
@@ -355,8 +383,9 @@ def with_spare_columns(req_to_token: torch.Tensor, columns: int) -> torch.Tensor
     return req_to_token.repeat(1, reps)[:, :columns].contiguous()
 
 
-def model_runner_builder(stub: ModuleType, version: str, extra: dict):
-    """The stub's build_model_runner (0.5.6's attributes) plus the release's own, strict on the rest."""
+def model_runner_builder(stub: ModuleType, version: str, extra: dict, names: Names = Names()):
+    """The stub's build_model_runner (0.5.6's attributes, under the release's names) plus the
+    release's own, strict on the rest. A value "None" in the table (TOML has no null) is None."""
 
     extra = dict(extra)
     spare = extra.pop(SPARE_COLUMNS, None)
@@ -366,7 +395,7 @@ def model_runner_builder(stub: ModuleType, version: str, extra: dict):
             kwargs["req_to_token"] = with_spare_columns(
                 kwargs["req_to_token"], kwargs["context_len"] + spare + (kwargs.get("num_draft_tokens") or 0)
             )
-        runner = _strict(stub.build_model_runner(**kwargs), "model_runner", version)
+        runner = _strict(stub.build_model_runner(**kwargs), "model_runner", version, names)
         for dotted, value in extra.items():
             *parents, leaf = dotted.split(".")
             target = runner
@@ -376,6 +405,8 @@ def model_runner_builder(stub: ModuleType, version: str, extra: dict):
                 target = vars(target)[part]
             if isinstance(value, str) and value.startswith("torch."):  # TOML has no dtypes
                 value = getattr(torch, value.removeprefix("torch."))
+            elif value == "None":  # nor null
+                value = None
             setattr(target, leaf, value)
         return runner
 
@@ -400,29 +431,59 @@ def load_release(version: str, files: Files, stub: ModuleType, model_runner: dic
         except OSError:  # another process won the race with identical content
             shutil.rmtree(staging, ignore_errors=True)
     package = "nsa_upstream_" + re.sub(r"\W", "_", f"{version}_{label}_{digest}")
+    names = release_names(version)
     if package not in sys.modules:
-        env = ReleaseEnvironment(version)
+        env = ReleaseEnvironment(version, names)
         sys.meta_path.insert(0, _SeriesPackageFinder(package, folder, env))
-    backend = importlib.import_module(f"{package}.nsa_backend")
-    forward_mode = backend.ForwardMode
-    renames = release_renames(version)
+    backend = importlib.import_module(f"{package}.{names.name('nsa_backend')}")
     return SimpleNamespace(
-        renames=renames,  # the release's names for the series' (harness.releases)
+        renames=names.renames,  # the release's names for the series' (harness.names)
+        names=names,
         __name__=backend.__name__,
         __file__=backend.__file__,
         module=backend,
-        NativeSparseAttnBackend=backend.NativeSparseAttnBackend,
-        ForwardMode=forward_mode,
-        build_model_runner=model_runner_builder(stub, version, model_runner),
-        SpecInput=spec_input(stub, renames),
+        NativeSparseAttnBackend=with_capture_and_replay_calls(getattr(backend, names.name("NativeSparseAttnBackend"))),
+        NativeSparseAttnMultiStepBackend=getattr(backend, names.name("NativeSparseAttnMultiStepBackend")),
+        ForwardMode=backend.ForwardMode,
+        build_model_runner=model_runner_builder(stub, version, model_runner, names),
+        SpecInput=spec_input(stub, names.renames),
     )
 
 
-def release_renames(version: str) -> dict:
-    """The release's renames in patches/releases.toml (read here without harness.releases: a GPU host
-    has no git); {} for a release that renames nothing or that the table does not name."""
-    table = tomllib.loads((REPO_ROOT / "patches" / "releases.toml").read_text())
-    return next((r.get("renames", {}) for r in table["release"] if r["version"] == version), {})
+def with_capture_and_replay_calls(backend_class: type) -> type:
+    """The backend class, reached through the two calls of sglang 0.5.6 - 0.5.12's interface that
+    harness.runner.GraphRunner makes. From 0.5.13 a backend has neither: a graph runner calls
+    init_forward_metadata_out_graph(forward_batch, in_capture=True) before the capture and
+    init_forward_metadata_out_graph(forward_batch) before every replay, forward_batch a view of its
+    static inputs (sglang's build_replay_fb_view); a subclass makes those calls. Earlier releases'
+    classes are returned as they are."""
+    if hasattr(backend_class, "init_forward_metadata_replay_cuda_graph"):
+        return backend_class
+
+    class OutOfGraphCalls(backend_class):
+        def init_forward_metadata_capture_cuda_graph(
+            self, bs, num_tokens, req_pool_indices, seq_lens, encoder_lens, forward_mode, spec_info
+        ):
+            batch = _graph_batch(bs, req_pool_indices, seq_lens, None, encoder_lens, forward_mode, spec_info)
+            self.init_forward_metadata_out_graph(batch, in_capture=True)
+
+        def init_forward_metadata_replay_cuda_graph(
+            self, bs, req_pool_indices, seq_lens, seq_lens_sum, encoder_lens, forward_mode, spec_info,
+            seq_lens_cpu=None,
+        ):
+            batch = _graph_batch(bs, req_pool_indices, seq_lens, seq_lens_cpu, encoder_lens, forward_mode, spec_info)
+            self.init_forward_metadata_out_graph(batch)
+
+    OutOfGraphCalls.__name__ = OutOfGraphCalls.__qualname__ = backend_class.__name__
+    return OutOfGraphCalls
+
+
+def _graph_batch(bs, req_pool_indices, seq_lens, seq_lens_cpu, encoder_lens, forward_mode, spec_info):
+    """What sglang's graph runners pass init_forward_metadata_out_graph (build_replay_fb_view's fields)."""
+    return SimpleNamespace(
+        batch_size=bs, req_pool_indices=req_pool_indices, seq_lens=seq_lens, seq_lens_cpu=seq_lens_cpu,
+        encoder_lens=encoder_lens, forward_mode=forward_mode, spec_info=spec_info,
+    )
 
 
 def spec_input(stub: ModuleType, renames: dict):
@@ -462,6 +523,26 @@ def _assigns(node: ast.AST, name: str) -> bool:
     return any(isinstance(n, ast.Name) and n.id == name and isinstance(n.ctx, ast.Store) for n in ast.walk(node))
 
 
+# The backend calls a graph runner makes before its capture and before each replay: sglang 0.5.5 -
+# 0.5.12's two methods, then (0.5.13+) init_forward_metadata_out_graph(forward_batch, in_capture).
+CAPTURE_CALLS = ("init_forward_metadata_capture_cuda_graph", "init_forward_metadata_out_graph")
+REPLAY_CALLS = ("init_forward_metadata_replay_cuda_graph", "init_forward_metadata_out_graph")
+
+
+def module_function(source: str, name: str, filename: str):
+    """A module-level function of the release's file, compiled alone (it must need only builtins
+    and its arguments: 0.5.13's build_replay_fb_view), or None where the file has none."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            node.returns = None
+            for arg in node.args.args:
+                arg.annotation = None
+            namespace = {"SimpleNamespace": SimpleNamespace}
+            exec(compile(ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[])), filename, "exec"), namespace)
+            return namespace[name]
+    return None
+
+
 def runner_code(source: str, filename: str):
     """(capture, replay) code objects from the release's CudaGraphRunner.
 
@@ -471,11 +552,13 @@ def runner_code(source: str, filename: str):
     with the statement choosing the backend before it where the release has one (pdmux).
     """
     capture = _method(source, GRAPH_RUNNER_CLASS, "capture_one_batch_size").body
-    start = next(i for i, s in enumerate(capture) if _calls(s, "init_forward_metadata_capture_cuda_graph"))
+    start = next(i for i, s in enumerate(capture) if any(_calls(s, c) for c in CAPTURE_CALLS))
     tail = [s for s in capture[start:] if not isinstance(s, ast.Return)]
     replay = _method(source, GRAPH_RUNNER_CLASS, "replay_prepare").body
-    call = next(i for i, s in enumerate(replay) if _calls(s, "init_forward_metadata_replay_cuda_graph"))
-    first = call - 1 if call and _assigns(replay[call - 1], "attn_backend") else call
+    call = next(i for i, s in enumerate(replay) if any(_calls(s, c) for c in REPLAY_CALLS))
+    # From the statement choosing the backend, where there is one: 0.5.13+ build the backend's
+    # view of the static inputs between it and the call.
+    first = max((i for i in range(call) if _assigns(replay[i], "attn_backend")), default=call)
     return tuple(
         compile(ast.Module(body=body, type_ignores=[]), filename, "exec", dont_inherit=True)
         for body in (tail, replay[first : call + 1])
@@ -508,6 +591,10 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
             events.append("replay call")
             return backend.init_forward_metadata_replay_cuda_graph(*args, **kwargs)
 
+        def init_forward_metadata_out_graph(self, forward_batch, in_capture=False):  # 0.5.13+
+            events.append("capture" if in_capture else "replay call")
+            return backend.init_forward_metadata_out_graph(forward_batch, in_capture=in_capture)
+
     def prefix() -> str:
         return "captured " if state.capturing else ""
 
@@ -529,6 +616,7 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
     attn_backend = Backend(backend, record if recorder else None)
     tokens = bs * runner.tokens_per_req
     buffers = SimpleNamespace(
+        input_ids=torch.zeros(tokens, dtype=torch.int64),  # 0.5.13+: the backend's view holds them
         req_pool_indices=runner.req_pool_indices,
         seq_lens=runner.seq_lens,
         encoder_lens=None,
@@ -536,6 +624,10 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         out_cache_loc_swa=None,  # 0.5.11+: no sliding-window layers
     )
     forward_batch = SimpleNamespace(
+        batch_size=bs,  # 0.5.13+: the backend reads the batch itself
+        req_pool_indices=runner.req_pool_indices[:bs],
+        seq_lens=runner.seq_lens[:bs],
+        seq_lens_cpu=runner.seq_lens_cpu[:bs],
         forward_mode=runner.forward_mode,
         spec_info=runner._spec_info(bs),
         attn_backend=attn_backend,
@@ -549,6 +641,7 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
             tp_group=SimpleNamespace(barrier=lambda: None),
             spec_algorithm=SimpleNamespace(is_dflash=lambda: False),  # 0.5.11+
             is_draft_worker=False,
+            canary_manager=None,  # 0.5.13+
         ),
         attn_backend=attn_backend,  # 0.5.11+: the runner's own backend
         buffers=buffers,
@@ -558,6 +651,8 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         seq_len_fill_value=runner.fill_value,
         capture_forward_mode=runner.forward_mode,
         deepep_adapter=SimpleNamespace(capture=lambda is_extend_in_batch: None),
+        tbo_plugin=SimpleNamespace(capture_one_batch_size=lambda forward_batch, num_tokens: None),  # 0.5.13+
+        num_tokens_per_bs=runner.tokens_per_req,
         device_module=SimpleNamespace(synchronize=lambda: None, graph_pool_handle=lambda: "pool"),
         _capture_graph=capture_graph,
         req_pool_indices=runner.req_pool_indices,  # 0.5.5-0.5.5.post2 keep the static inputs on self
@@ -582,6 +677,7 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         "graph": None,
         "stream": None,
         "global_dp_buffer_len": None,
+        "global_num_tokens_cpu": None,  # 0.5.13+
         "pp_proxy_tensors": None,
         "inspect": __import__("inspect"),
         "PPProxyTensors": dict,
@@ -591,6 +687,12 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         "get_global_graph_memory_pool": lambda: pool.handle,
         "set_global_graph_memory_pool": lambda handle: setattr(pool, "handle", handle),
         "get_current_stream_idx": lambda: 0,
+        # 0.5.13+: the capture runs in the backend's forward context, the replay passes its view
+        "lora_ids": None,
+        "contextlib": __import__("contextlib"),
+        "forward_context": lambda context: __import__("contextlib").nullcontext(),
+        "ForwardContext": SimpleNamespace,
+        "build_replay_fb_view": module_function(source, "build_replay_fb_view", filename),
     }
     exec(capture_code, namespace)
     with count_replay() as counts:

@@ -19,11 +19,12 @@ import torch
 
 from harness import export as ex
 from harness import step_numbers
-from harness.releases import GIT_ENV, Derivation, Table, release_files
+from harness.releases import GIT_ENV, Derivation, Table, release_tree
 from harness.scenarios import matrix
 from harness.series import Series
 
-RELEASES = ("0.5.6", "0.5.9", "0.5.10", "0.5.12")  # the reference, the last before upstream's Triton expansion, two after
+# The reference, the last before upstream's Triton expansion, two after, and the first under DSA names.
+RELEASES = ("0.5.6", "0.5.9", "0.5.10", "0.5.12", "0.5.13")
 
 
 SPEC_LINES = {True: "records (6/6 replays bit-exact; no replay call)",
@@ -176,7 +177,7 @@ def test_export_form_and_git_am_onto_the_release(exported, version, tmp_path):
         assert "\nAuthor: " in header and "\nForwarded: no" in header and "\nTested: " in header
     repo = git.Repo.init(tmp_path)
     repo.git.update_environment(**GIT_ENV)
-    for rel, data in release_files(version).items():
+    for rel, data in release_tree(version).items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(data)
     repo.git.add("-A")
