@@ -194,6 +194,7 @@ def export_release(derivation: Derivation, version: str, folder: Path, row: dict
         commit = repo.commit(a.commit)
         if commit.tree == repo.commit(commit.parents[0]).tree:
             continue  # a header with no diff yet: nothing to mail
+        a = Applied(a.patch, a.how, a.commit, release_header(derivation, a.patch, version, a.message))
         subject, date, body = _header_fields(a.message)
         body = with_tested(body, tested(a.patch, version, row, reference))
         message = Path(repo.git_dir) / "export-message"
@@ -214,9 +215,45 @@ def export_release(derivation: Derivation, version: str, folder: Path, row: dict
             names.append(a.patch)
     stat = repo.git.diff("--stat=72", f"{derivation.base_commit(version)}..{tip}") if shipped else ""
     host_work = derivation.table.release(version).host_work
-    (folder / COVER).write_text(cover_letter(derivation.series, version, shipped, stat, row, reference, host_work))
+    letter = cover_letter(derivation.series, version, shipped, stat, row, reference, host_work)
+    (folder / COVER).write_text(in_release_names(derivation, version, letter))
     (folder / "series").write_text("".join(f"{n}\n" for n in names))
     return names
+
+
+def in_release_names(derivation: Derivation, version: str, text: str) -> str:
+    """Mail text under the release's names for the series' (the reference's: as it is). The harness
+    keeps its name: nsa-verify-patches is not an identifier."""
+    if version == derivation.table.reference:
+        return text
+    names = derivation.table.release(version).names
+    return names.name(text.replace(HARNESS, "\0")).replace("\0", HARNESS)
+
+
+def release_header(derivation: Derivation, patch: str, version: str, header: str) -> str:
+    """A canonical patch's header as mailed to `version`: under the release's names (0.5.12's
+    num_accept_tokens, 0.5.13's dsa_*), with the release's [[header]] edits from
+    patches/releases/<patch stem>.toml where a sentence is the release's own (each `before` found
+    exactly once in the Description, unfolded, else one line); the Description then refolded at
+    the mail width."""
+    renamed = in_release_names(derivation, version, header)
+    edits = derivation._release_data(patch, "header", version)
+    if renamed == header and not edits:
+        return header
+    lines = renamed.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("Description:"))
+    end = next((i for i in range(first + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    text = " ".join(line.strip() for line in [lines[first].removeprefix("Description:"), *lines[first + 1 : end]])
+    for edit in edits:
+        if text.count(edit["before"]) != 1:
+            raise SeriesError(
+                f"sglang {version}: patches/{patch}'s header edit finds its text {text.count(edit['before'])} "
+                f"times in the Description, not once: update it in patches/releases/{Path(patch).stem}.toml"
+            )
+        text = text.replace(edit["before"], edit["after"])
+    folded = textwrap.fill(text, WIDTH, initial_indent="Description: ", subsequent_indent=" ",
+                           break_on_hyphens=False, break_long_words=False)
+    return "\n".join(lines[:first] + folded.splitlines() + lines[end:])
 
 
 def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat: str,

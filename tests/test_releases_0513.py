@@ -116,3 +116,35 @@ def test_the_real_files_run_bit_exact_and_the_runners_decline_for_deepgemm(deriv
     assert record_in_row(row, (base, unpatched), (final, patched)) is None
     lines = [line for m in row.values() for line in m.get("runners recording", {}).values()]
     assert len(lines) == 2 and all(line.startswith("declines: ") and "DeepGEMM" in line for line in lines), lines
+
+
+@pytest.mark.network
+def test_the_mails_speak_the_release_s_names_and_its_own_sentences(tmp_path):
+    """0.5.13's mails: subjects and Descriptions under DSA names (the harness keeps its name), the
+    [[header]] edits where a sentence is the release's own, each Description refolded within 72."""
+    from harness import export
+
+    folder = tmp_path / "dist"
+    names = export.export(["0.5.13"], out=folder)["0.5.13"]
+    mails = {name: (folder / "sglang-0.5.13" / name).read_text() for name in [export.COVER, *names]}
+    for name, mail in mails.items():
+        header = mail.split("\n---\n", 1)[0]
+        assert not part("nsa").search(header.replace("nsa-verify-patches", "").encode()), name
+        description = ("Description: " + header.split("\nDescription: ", 1)[-1]).split("\nAuthor: ", 1)[0]
+        assert name == export.COVER or max(map(len, description.splitlines())) <= 72, name
+    assert all(re.search(r"^Subject: \[PATCH \d+/10\] (dsa|\w*cuda_graph_runner):", m, re.M) for m in mails.values())
+    assert "no device sync is left in draft extend" in " ".join(mails["0006-draft-extend.patch"].split())
+    assert "forward_batch.attn_backend" not in mails["0008-graph-runner.patch"].split("\n---\n", 1)[0]
+
+
+def test_a_header_edit_that_no_longer_matches_is_one_line(monkeypatch):
+    from harness import export
+    from harness.series import SeriesError
+
+    with Derivation(Series()) as derivation:
+        monkeypatch.setattr(derivation, "_release_data", lambda patch, key, version: [
+            {"before": "no such sentence.", "after": "x"}] if key == "header" else [])
+        header = "Subject: [PATCH] nsa: x\nDescription: One sentence.\nAuthor: a\n"
+        with pytest.raises(SeriesError, match=r"^sglang 0\.5\.13: patches/0006-draft-extend\.patch's header edit "
+                                              r"finds its text 0 times in the Description, not once: "):
+            export.release_header(derivation, "0006-draft-extend.patch", "0.5.13", header)
