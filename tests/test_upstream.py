@@ -143,7 +143,8 @@ def test_conflict_without_resolution_names_release_patch_and_hunk(tmp_path):
 # -- export: dist/sglang-<version>/ as upstream takes it -------------------------------------------
 
 from harness.export import COVER, export, numbered  # noqa: E402
-from harness.releases import release_files, upstream_roots  # noqa: E402
+from harness.releases import release_tree as release_files_at_their_paths  # noqa: E402
+from harness.releases import upstream_roots  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +154,9 @@ def exported(tmp_path_factory):
 
 
 def release_tree(root: Path, version: str) -> None:
-    """The files the series touches as they sit in sglang's repository (every pinned upstream file)."""
-    for rel, data in release_files(version).items():
+    """The files the series touches as they sit in sglang's repository (every pinned upstream file,
+    where the release keeps it)."""
+    for rel, data in release_files_at_their_paths(version).items():
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
