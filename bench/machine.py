@@ -1,7 +1,6 @@
 """What results are filed under (reports/<machine>/: h100, h200, ... or cpu), the software they ran on, and
 the series they measured (series_hash: saved runs are keyed by it, so a report can tell stale data)."""
 
-import hashlib
 import platform
 import re
 from pathlib import Path
@@ -10,17 +9,12 @@ PATCHES = Path(__file__).resolve().parents[1] / "patches"
 
 
 def series_hash(patches: Path = PATCHES) -> str:
-    """A hash of the series' patch bodies (each patch from its first `diff --git`, in patches/series order):
-    what a measurement depends on. Headers are left out, so editing a patch's prose does not stale the data.
-    Read with plain file access: the GPU machine has no git."""
-    h = hashlib.sha256()
-    for line in (patches / "series").read_text().splitlines():
-        name = line.split("#", 1)[0].strip()
-        if name:
-            text = (patches / name).read_bytes()
-            at = text.find(b"diff --git ")
-            h.update(name.encode() + b"\0" + (text[at:] if at >= 0 else b""))
-    return h.hexdigest()[:12]
+    """The series in patches/series order, hashed as harness.fingerprint hashes it (its changes, not
+    its headers or positions): what a measurement depends on."""
+    from harness.fingerprint import series_hash as hashed
+
+    lines = (patches / "series").read_text().splitlines()
+    return hashed(patches, [name for line in lines if (name := line.split("#", 1)[0].strip())])
 
 
 def machine_name() -> str:

@@ -415,12 +415,11 @@ def run_matrix(versions=None, scenarios=None, trace: bool = False, progress=None
 
 
 def series_digest(series: Series) -> str:
-    """The patches' diffs (headers left out: prose changes no verdict), hashed: which series a row ran."""
-    h = hashlib.sha256()
-    for name in series.patch_files:
-        text = (series.root / PATCH_DIR / name).read_bytes()
-        h.update(name.encode() + b"\0" + text[max(text.find(b"diff --git "), 0):])
-    return h.hexdigest()[:12]
+    """Which series a row ran: its patches' changes, hashed (harness.fingerprint: prose and git's
+    positions change no verdict)."""
+    from .fingerprint import series_hash
+
+    return series_hash(series.root / PATCH_DIR, series.patch_files)
 
 
 def release_problems(rows: list[dict]) -> list[str]:
