@@ -628,14 +628,16 @@ class Series:
                 f"{self._patch_path(status.reauthoring).name} in {self.base_dir}/ first, "
                 f"then `{self.track.make('refresh')}`"
             )
-        if status.clean:
-            return f"patch for '{status.stage}' is already up to date"
         target = status.reauthoring or status.stage
         index = self._check_stage(target)
         patch_path = self._patch_path(target)
         old_text = patch_path.read_bytes()
-        _, first_broken_before, _ = self.reachable()
         new_text = self._header(old_text) + self.diff(self.materialize(self.names()[index - 1]), self.worktree()).encode()
+        # Clean and byte for byte what refresh writes: nothing to do. Clean but not (an earlier
+        # patch's change moved this one's index line or hunk positions): rewritten, as checked below.
+        if status.clean and new_text == old_text:
+            return f"patch for '{status.stage}' is already up to date"
+        _, first_broken_before, _ = self.reachable()
         try:
             _write_atomically(patch_path, new_text)
             self._materialized.clear()

@@ -13,6 +13,7 @@ import git
 import pytest
 
 from harness.__main__ import verify_plan
+from harness import fingerprint
 from harness.series import Series, SeriesError, Status
 from harness.tracks import TRACKS
 from cli import read_only_cli
@@ -125,6 +126,32 @@ def test_refresh_round_trip_keeps_header(repo):
     s.unapply()
     assert s.apply("two").clean
     assert (repo / STUB).read_text() == "x = 1\ny = 22\n"
+
+
+def test_refresh_of_a_clean_stage_rewrites_positions_an_earlier_patch_moved(tmp_path):
+    """A line patch one adds shifts patch two's hunk (and its index line) without touching its
+    content: `refresh` at stage two, clean, writes what refresh writes; then it is up to date."""
+    lines = [f"v{i} = {i}\n" for i in range(12)]
+    v0, v1 = "".join(lines), "".join(["v0 = 100\n", *lines[1:]])
+    v2 = v1.replace("v11 = 11", "v11 = 111")
+    repo = make_repo(tmp_path)
+    (repo / STUB).write_text(v0)
+    git.Repo(repo).index.add([STUB])
+    git.Repo(repo).index.commit("stub", author=git.Actor("t", "t@t"), committer=git.Actor("t", "t@t"))
+    (repo / "patches/0001-one.patch").write_text(_patch(repo, {STUB: v0.encode()}, {STUB: v1.encode()}, "Subject: one"))
+    (repo / "patches/0002-two.patch").write_text(_patch(repo, {STUB: v1.encode()}, {STUB: v2.encode()}, "Subject: two"))
+    s = Series(repo)
+    s.apply("one")
+    (repo / STUB).write_text("new = 0\n" + v1)  # patch one now also adds a line at the top
+    s.refresh()
+    s.apply("two")
+    before = (repo / "patches/0002-two.patch").read_bytes()
+    s = Series(repo)
+    assert s.status().stage == "two" and s.status().clean
+    assert "refreshed" in s.refresh()
+    after = (repo / "patches/0002-two.patch").read_bytes()
+    assert after != before and fingerprint.changes(after) == fingerprint.changes(before)
+    assert "already up to date" in Series(repo).refresh()
 
 
 def test_refresh_refuses_to_break_a_later_patch(repo):
