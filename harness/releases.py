@@ -263,7 +263,7 @@ def release_files(version: str, release: Release | None = None) -> dict[str, byt
     return {p: wheel_file(version, where(p).removeprefix(REPO_PREFIX)) for p in series_paths}
 
 
-def release_tree(version: str, table: "Table | None" = None) -> dict[str, bytes]:
+def release_tree(version: str, table: Table | None = None) -> dict[str, bytes]:
     """The release's own files the series touches, at the release's repository paths: the tree its
     exported series `git am`s onto (0.5.13's backend at dsa_backend.py)."""
     table = table or Table.load()
