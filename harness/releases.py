@@ -436,12 +436,13 @@ class Derivation:
     def _commit_release_files(self, version: str, series_names: bool = False) -> str:
         """The release's files committed where it keeps them; with `series_names`, where the series
         keeps them and under the series' names (renamed back)."""
-        release = self.table.release(version) if version != self.table.reference else None
-        for rel, data in release_files(version, release).items():
-            if release is not None and series_names:
-                data = renamed_back(data, release.renames, version, release.path(rel), release.name_parts)
-            elif release is not None:
-                rel = release.path(rel)
+        if series_names:
+            release = self.table.release(version)
+            files = {rel: renamed_back(data, release.renames, version, release.path(rel), release.name_parts)
+                     for rel, data in release_files(version, release).items()}
+        else:
+            files = release_tree(version, self.table)
+        for rel, data in files.items():
             path = self.root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
