@@ -110,10 +110,7 @@ TRACKS = {track.name: track for track in (STUB, FUSED)}
 DEFAULT = STUB  # what `make status/unapply/refresh/verify` work on without TRACK=
 
 # PyPI releases since 0.5.5 that no track serves yet: they still do host work on every replay.
-# 0.5.14 keeps 0.5.13's backend, but its decode graph runner moved (model_executor/runner/
-# decode_cuda_graph_runner.py, DecodeCudaGraphRunner) and its draft-extend replay takes only
-# DRAFT_EXTEND_V2, which the harness's draft-extend scenarios do not drive yet.
-UNSERVED = ("0.5.14",)
+UNSERVED: tuple[str, ...] = ()
 
 
 @cache
