@@ -200,7 +200,7 @@ def where_the_extra_is(s: dict, bs: int, device) -> dict:
         for v in ("recorded", "no_metadata"):
             runner = s["spec"][v][kind]
             view = runner.proxy.recorded_forward_metadata_cuda_graph
-            graph = runner.runner.graphs[bs]
+            graph = runner.graphs[bs]
             out[kind][v] = {"check_us": _median_us(lambda: key in view, device),
                             "graph_replay_us": _median_us(graph.replay, device)}
     return out

@@ -19,6 +19,14 @@ import torch
 MODES = ("target_verify", "decode", "draft_extend")
 
 
+def draft_extend_mode(forward_mode_enum):
+    """The release's draft-extend forward mode: DRAFT_EXTEND, or DRAFT_EXTEND_V2 where that is the
+    only one (sglang 0.5.14 removed the v1 worker's DRAFT_EXTEND)."""
+    if hasattr(forward_mode_enum, "DRAFT_EXTEND"):
+        return forward_mode_enum.DRAFT_EXTEND
+    return forward_mode_enum.DRAFT_EXTEND_V2
+
+
 class ReplayInputError(ValueError):
     """Input the metadata replay cannot take; the message says what to change."""
 
@@ -72,7 +80,7 @@ class GraphRunner:
         self.forward_mode = {
             "target_verify": module.ForwardMode.TARGET_VERIFY,
             "decode": module.ForwardMode.DECODE,
-            "draft_extend": module.ForwardMode.DRAFT_EXTEND,
+            "draft_extend": draft_extend_mode(module.ForwardMode),
         }[mode]
         self.device = req_to_token.device
         self.context_len = context_len

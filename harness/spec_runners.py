@@ -37,13 +37,14 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import ModuleType, SimpleNamespace
-from typing import Callable
+from typing import Callable, Optional
 from unittest import mock
 
 import torch
 
 from .compare import captured_state, first_mismatch
 from .cuda_graph import RECORDED, RECORDER, consumer
+from .runner import draft_extend_mode
 from .scenarios import Scenario
 
 # kind -> (stub file = the file's name under speculative/ in the wheel, runner class)
@@ -135,6 +136,56 @@ def _cpu_torch(state: _GraphState) -> ModuleType:
     return Torch("torch")
 
 
+class _GraphBackend:
+    """sglang 0.5.14+'s graph backend of a runner (FullCudaGraphBackend): capture_one runs the
+    runner's run_once twice eagerly, each followed by the attention backend's post-warm-up hook,
+    then once under a graph capture; replay replays that graph and returns the captured output."""
+
+    def __init__(self, torch_module: ModuleType, pool: SimpleNamespace):
+        self.torch, self.pool = torch_module, pool
+        self.graphs: dict = {}
+        self.outputs: dict = {}
+
+    def capture_one(self, shape_key, forward_fn, dummies=None, post_warmup_hook=None) -> None:
+        for _ in range(2):
+            self.torch.cuda.synchronize()
+            forward_fn()
+            if post_warmup_hook is not None:
+                post_warmup_hook()
+        graph = self.torch.cuda.CUDAGraph()
+        with self.torch.cuda.graph(graph, pool=self.pool.handle):
+            out = forward_fn()
+        self.graphs[shape_key], self.outputs[shape_key] = graph, out
+
+    def replay(self, shape_key, forward_batch, **kwargs):
+        self.graphs[shape_key].replay()
+        return self.outputs[shape_key]
+
+
+class _DecodeCudaGraphRunner:
+    """sglang 0.5.14+'s DecodeCudaGraphRunner as the EAGLE runners use it: they subclass it for
+    _pad_to_bucket (BaseCudaGraphRunner's) and set every field themselves."""
+
+    @staticmethod
+    def _pad_to_bucket(raw_size: int, buckets) -> int:
+        index = bisect.bisect_left(buckets, raw_size)
+        assert index < len(buckets), f"{raw_size} is past the largest captured size {buckets[-1]}"
+        return buckets[index]
+
+
+class _CpuEvent:
+    """torch.cuda.Event on CPU: recording it orders nothing."""
+
+    def record(self, stream=None) -> None:
+        pass
+
+
+def _grouped_foreach_copy_(dsts: list[torch.Tensor], srcs: list[torch.Tensor]) -> None:
+    """sglang 0.5.14+'s grouped copy of the static inputs: each source into its buffer."""
+    for dst, src in zip(dsts, srcs):
+        dst.copy_(src)
+
+
 # -- the runner's module-level names -----------------------------------------------------------
 
 
@@ -184,6 +235,12 @@ def _runner_globals(forward_mode_enum, torch_module, pool: SimpleNamespace) -> d
         # 0.5.11+: debug checks of the draft runner's inputs (off unless sglang's env enables them).
         "maybe_detect_nan": lambda *args: None,
         "maybe_detect_oob": lambda *args: None,
+        # 0.5.14+: the runners subclass DecodeCudaGraphRunner and capture through a graph backend
+        "DecodeCudaGraphRunner": _DecodeCudaGraphRunner,
+        "ShapeKey": lambda size: size,
+        "SamplingBatchInfo": _Namespace,
+        "_grouped_foreach_copy_": _grouped_foreach_copy_,
+        "Optional": Optional,
     }
 
 
@@ -365,19 +422,29 @@ class SpecRunner:
         self.pool = SimpleNamespace(handle=None)
         namespace = _runner_globals(module.ForwardMode, _cpu_torch(self.state) if self.on_cpu else torch, self.pool)
         cls = runner_class(source, filename, kind, namespace)
+        # 0.5.14+ capture in capture_one_shape through a graph backend and replay in execute.
+        self.graph_backend = _GraphBackend(namespace["torch"], self.pool) if hasattr(cls, "capture_one_shape") else None
         self.runner = cls.__new__(cls)
         self.runner.__dict__.update(self._attributes())
         backend.init_cuda_graph_state(self.runner.max_bs, self.runner.max_num_token)  # as __init__ does
         for bs in reversed(self.runner.capture_bs):  # largest first, as upstream's capture()
+            if self.graph_backend is not None:
+                self.runner.capture_one_shape(bs, None)
+                continue
             graph, out = self.runner.capture_one_batch_size(bs, None)
             self.runner.graphs[bs], self.runner.output_buffers[bs] = graph, out
+
+    @property
+    def graphs(self) -> dict:
+        """bs -> the runner's captured graph."""
+        return self.graph_backend.graphs if self.graph_backend is not None else self.runner.graphs
 
     # What each runner's __init__ sets that its capture and replay read (sglang 0.5.6's values, one
     # rank: no DP attention, no torch.compile, no pdmux).
     def _attributes(self) -> dict:
         scenario, step, device = self.scenario, self.step, self.device
         capture_bs = sorted(scenario.capture_bs)
-        mode = self.module.ForwardMode.DECODE if self.kind == "draft" else self.module.ForwardMode.DRAFT_EXTEND
+        mode = self.module.ForwardMode.DECODE if self.kind == "draft" else draft_extend_mode(self.module.ForwardMode)
         recorded = {(bs, mode) for bs in capture_bs} if self._metadata_free else None
         self.proxy = logged = _LoggedBackend(
             self.backend, self.events, self.state, self.on_cpu, self.warmups, self._offer_recorder, recorded
@@ -396,6 +463,7 @@ class SpecRunner:
             device_timer=None,  # 0.5.11+: no device timing
             model_config=SimpleNamespace(vocab_size=VOCAB_SIZE),  # 0.5.11+: the draft runner's input checks
             canary_manager=None,  # 0.5.13+: no canary checks
+            server_args=SimpleNamespace(speculative_use_rejection_sampling=False),  # 0.5.14+
         )
         zeros = lambda *shape, dtype=torch.int64: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
         attrs = dict(
@@ -426,6 +494,9 @@ class SpecRunner:
             seq_lens=torch.full((max_bs,), fill, dtype=torch.int32, device=device),
             positions=zeros(tokens),
             mrope_positions=zeros(3, tokens),
+            backend=self.graph_backend,  # 0.5.14+
+            # 0.5.14+: the draft-extend replay publishes a read-done event for the scheduler
+            device_module=SimpleNamespace(Event=_CpuEvent if self.on_cpu else torch.cuda.Event),
         )
         if self.kind == "draft":
             model_runner.draft_attn_backend = logged
@@ -440,13 +511,14 @@ class SpecRunner:
                 topk_p=zeros(max_bs, 1, dtype=torch.float32),
                 topk_index=zeros(max_bs, 1),
                 hidden_states=zeros(max_bs, HIDDEN_SIZE, dtype=torch.float32),
+                temperatures=torch.ones(max_bs, 1, dtype=torch.float32, device=device),  # 0.5.14+
             )
         else:
             model_runner.attn_backend = logged
             attrs.update(
                 draft_extend_attn_backend=logged,  # 0.5.11+: the runner's own backend
                 eagle_worker=SimpleNamespace(draft_extend_attn_backend=logged),
-                forward_mode=self.module.ForwardMode.DRAFT_EXTEND,
+                forward_mode=draft_extend_mode(self.module.ForwardMode),
                 padded_static_len=-1,
                 extend_seq_lens_cpu=[per_bs] * max_bs,
                 extend_seq_lens=torch.ones(max_bs, dtype=torch.int32, device=device),
@@ -466,6 +538,7 @@ class SpecRunner:
             global_num_tokens_for_logprob_gpu=None,
             rids_int=None,  # 0.5.13+: no request ids, no bootstrap rooms (one rank, no disaggregation)
             bootstrap_room_ids_int=None,
+            draft_probs=None,  # 0.5.14+: no rejection sampling
             **{name: value for name, value in attrs.items() if isinstance(value, torch.Tensor)},
         )
         return attrs
@@ -516,8 +589,10 @@ class SpecRunner:
         bs = forward_batch.batch_size
         out = torch.zeros(bs, dtype=torch.int64, device=self.device)
         self._run_model(bs, out)
-        # (parent_list, top_scores_index, draft_tokens): the runner slices each to raw_bs
-        return out.view(bs, 1), out.view(bs, 1), out.view(bs, 1)
+        # (parent_list, top_scores_index, draft_tokens): the runner slices each to raw_bs; 0.5.14+
+        # also the draft probabilities (None without rejection sampling)
+        outputs = (out.view(bs, 1), out.view(bs, 1), out.view(bs, 1))
+        return outputs + (None,) if self.graph_backend is not None else outputs
 
     def _model_forward(self, input_ids, positions, forward_batch):
         bs = forward_batch.batch_size
@@ -574,7 +649,7 @@ class SpecRunner:
     def replay(self, batch) -> int:
         """The runner's replay of one scheduler batch; returns the captured bs it replayed."""
         self.events.append("replay")
-        self.runner.replay(self.forward_batch(batch))
+        (self.runner.execute if self.graph_backend is not None else self.runner.replay)(self.forward_batch(batch))
         return self.runner.capture_bs[bisect.bisect_left(self.runner.capture_bs, batch.raw_bs)]
 
 

@@ -176,7 +176,7 @@ def runner_verdict(tree: dict[str, bytes], module, scenario) -> dict:
     from .releases import REPO_PREFIX, UPSTREAM_FILES
     from .upstream_exec import run_graph_runner
 
-    path = REPO_PREFIX + UPSTREAM_FILES[f"{STUB_DIR}/cuda_graph_runner.py"]
+    path = module.names.path(REPO_PREFIX + UPSTREAM_FILES[f"{STUB_DIR}/cuda_graph_runner.py"])
     runner = scenario.runner(module)
     runner.prepare(next(iter(scenario.batches())))  # static inputs a replay call accepts (a declined recorder's)
     backend = runner.backend

@@ -102,8 +102,11 @@ ENVIRONMENT = {
     ("sglang.srt.utils", "is_blackwell"): lambda: False,
     ("sglang.srt.utils", "get_device_sm"): lambda: 90,
     ("sglang.srt.layers.dp_attention", "get_attention_tp_size"): lambda: 1,
+    # 0.5.14+: the attention TP size is read off the runtime context's parallel state.
+    ("sglang.srt.runtime_context", "get_parallel"): lambda: SimpleNamespace(attn_tp_size=1),
     # 0.5.13+: the decode / verify graphs are whole CUDA graphs, not piecewise (prefill) ones.
     ("sglang.srt.compilation.piecewise_context_manager", "is_in_piecewise_cuda_graph"): lambda: False,
+    ("sglang.srt.model_executor.runner_backend_utils.tc_piecewise_cuda_graph", "is_in_tc_piecewise_cuda_graph"): lambda: False,  # 0.5.14+
     # 0.5.7+: the multi-step backend's replay precomputes once for every draft step, by default
     # (SGLANG_NSA_ENABLE_MTP_PRECOMPUTE_METADATA unset: "true").
     ("sglang.srt.layers.attention.nsa.utils", "NSA_ENABLE_MTP_PRECOMPUTE_METADATA"): True,
@@ -502,7 +505,18 @@ def spec_input(stub: ModuleType, renames: dict):
 
 # -- the release's graph runner: its capture and replay code, cut out of the (patched) real file --
 
-GRAPH_RUNNER_CLASS = "CudaGraphRunner"
+# Where each release's decode graph runner captures and replays: (class, capture method, replay
+# method). 0.5.5 - 0.5.13: CudaGraphRunner (model_executor/cuda_graph_runner.py); 0.5.14 rebuilt it
+# as DecodeCudaGraphRunner (model_executor/runner/), whose graph backend runs the warm-ups and the
+# capture (self.backend.capture_one) and whose load_batch prepares a replay.
+GRAPH_RUNNER_LAYOUTS = (
+    ("CudaGraphRunner", "capture_one_batch_size", "replay_prepare"),
+    ("DecodeCudaGraphRunner", "capture_one_shape", "load_batch"),
+)
+
+
+def _classes(source: str) -> set[str]:
+    return {node.name for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
 
 
 def _method(source: str, cls: str, name: str) -> ast.FunctionDef:
@@ -544,17 +558,22 @@ def module_function(source: str, name: str, filename: str):
 
 
 def runner_code(source: str, filename: str):
-    """(capture, replay) code objects from the release's CudaGraphRunner.
+    """(capture, replay) code objects from the release's decode graph runner (GRAPH_RUNNER_LAYOUTS).
 
-    capture: capture_one_batch_size from the attention backend's metadata capture to the end (the
-    run_once closure, the warm-up runs, the graph capture), its final `return graph, out` dropped
-    so that `out` stays in the namespace. replay: replay_prepare's call of the backend's replay,
+    capture: the capture method from the attention backend's metadata capture to the end (the
+    run_once closure, the warm-up runs, the graph capture), a final `return graph, out` dropped so
+    that `out` stays in the namespace. replay: the replay method's call of the backend's replay,
     with the statement choosing the backend before it where the release has one (pdmux).
     """
-    capture = _method(source, GRAPH_RUNNER_CLASS, "capture_one_batch_size").body
+    classes = _classes(source)
+    layout = next((layout for layout in GRAPH_RUNNER_LAYOUTS if layout[0] in classes), None)
+    if layout is None:
+        raise StandinError(f"{filename} has none of {', '.join(c for c, _, _ in GRAPH_RUNNER_LAYOUTS)}: is it sglang's decode graph runner?")
+    cls, capture_method, replay_method = layout
+    capture = _method(source, cls, capture_method).body
     start = next(i for i, s in enumerate(capture) if any(_calls(s, c) for c in CAPTURE_CALLS))
     tail = [s for s in capture[start:] if not isinstance(s, ast.Return)]
-    replay = _method(source, GRAPH_RUNNER_CLASS, "replay_prepare").body
+    replay = _method(source, cls, replay_method).body
     call = next(i for i, s in enumerate(replay) if any(_calls(s, c) for c in REPLAY_CALLS))
     # From the statement choosing the backend, where there is one: 0.5.13+ build the backend's
     # view of the static inputs between it and the call.
@@ -613,6 +632,15 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         finally:
             state.capturing = False
 
+    def capture_one(shape_key, forward_fn, dummies=None, post_warmup_hook=None):
+        """0.5.14+'s graph backend (FullCudaGraphBackend.capture_one): two warm-up runs, each
+        followed by the backend's post-warm-up hook, then the capture."""
+        for _ in range(2):
+            forward_fn()
+            if post_warmup_hook is not None:
+                post_warmup_hook()
+        capture_graph(None, None, None, forward_fn)
+
     attn_backend = Backend(backend, record if recorder else None)
     tokens = bs * runner.tokens_per_req
     buffers = SimpleNamespace(
@@ -634,6 +662,10 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         positions=torch.zeros(tokens, dtype=torch.int64),
         dp_padding_mode=SimpleNamespace(is_max_len=lambda: False),
         seq_lens_sum=int(runner.seq_lens_cpu[:bs].sum()),
+        input_ids=torch.zeros(tokens, dtype=torch.int64),  # 0.5.14+: run_once reads the batch's
+        lora_ids=None,
+        global_dp_buffer_len=None,
+        global_num_tokens_cpu=None,
     )
     this = SimpleNamespace(
         model_runner=SimpleNamespace(
@@ -655,6 +687,8 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         num_tokens_per_bs=runner.tokens_per_req,
         device_module=SimpleNamespace(synchronize=lambda: None, graph_pool_handle=lambda: "pool"),
         _capture_graph=capture_graph,
+        backend=SimpleNamespace(capture_one=capture_one),  # 0.5.14+
+        _make_graph_key=lambda bs, stream_idx=None, variant_label=None: bs,
         req_pool_indices=runner.req_pool_indices,  # 0.5.5-0.5.5.post2 keep the static inputs on self
         seq_lens=runner.seq_lens,
     )
@@ -678,6 +712,8 @@ def run_graph_runner(source: str, filename: str, runner, bs: int, recorder) -> l
         "stream": None,
         "global_dp_buffer_len": None,
         "global_num_tokens_cpu": None,  # 0.5.13+
+        "stream_idx": None,  # 0.5.14+: one capture stream, no LoRA variant
+        "variant_label": None,
         "pp_proxy_tensors": None,
         "inspect": __import__("inspect"),
         "PPProxyTensors": dict,
