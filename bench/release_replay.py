@@ -43,7 +43,7 @@ from harness import stages, upstream_exec  # noqa: E402
 from harness.compare import captured_state, first_mismatch  # noqa: E402
 from harness.loader import REPO_ROOT  # noqa: E402
 
-RELEASES = ("0.5.10", "0.5.12.post1")  # the first release with upstream's Triton expansion; the newest served
+RELEASES = ("0.5.10", "0.5.14")  # the first release with upstream's Triton expansion; the last before the fused kernels
 SIDES = ("unpatched", "series")
 BUILT = REPO_ROOT / "build" / "releases"
 MODES = (op.TARGET_VERIFY, op.DECODE, op.DRAFT_EXTEND)

@@ -164,10 +164,17 @@ def numbered(i: int, total: int) -> str:
 
 
 def _header_fields(header: str) -> tuple[str, str, str]:
-    """A canonical patch header -> (subject without [PATCH n/N], Date value or "", message body)."""
+    """A canonical patch header -> (subject without [PATCH n/N], Date value or "", message body).
+    A Subject folded over several lines (RFC 2822: each continuation starts with white space) is
+    unfolded into one."""
     subject, date, body = "", "", []
+    in_subject = False
     for line in header.splitlines():
-        if line.startswith("Subject:"):
+        if in_subject and line[:1] in (" ", "\t"):
+            subject += " " + line.strip()
+            continue
+        in_subject = line.startswith("Subject:")
+        if in_subject:
             subject = re.sub(r"^\[PATCH[^\]]*\]\s*", "", line.removeprefix("Subject:").strip())
         elif line.startswith("Date:"):
             date = line.removeprefix("Date:").strip()

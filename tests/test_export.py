@@ -9,6 +9,7 @@ base-commit, headers free of anything only this repository's readers can follow.
 
 from __future__ import annotations
 
+import email
 import json
 import re
 import subprocess
@@ -183,7 +184,17 @@ def test_export_form_and_git_am_onto_the_release(exported, version, tmp_path):
     repo.git.add("-A")
     repo.git.commit("-q", "-m", f"sglang {version}")
     repo.git.am(*[str(folder / n) for n in names[version]])
-    assert len(list(repo.iter_commits())) == 1 + len(names[version])
+    commits = list(repo.iter_commits())
+    assert len(commits) == 1 + len(names[version])
+    for commit, name in zip(reversed(commits[:-1]), names[version]):  # each subject whole, DEP-3 in the body
+        subject = " ".join(email.message_from_string((folder / name).read_text())["Subject"].split())
+        assert subject.endswith("] " + commit.summary), (name, subject, commit.summary)
+        assert commit.message.split("\n\n", 1)[1].startswith("Description: "), (name, commit.message[:200])
+
+
+def test_a_folded_subject_is_one_subject():
+    header = "From: a\nSubject: [PATCH 1/2] runner: record\n attention metadata\nDescription: x\n y"
+    assert ex._header_fields(header) == ("runner: record attention metadata", "", "Description: x\n y")
 
 
 # -- 0006 on releases that refresh DeepGEMM's schedule: it gets the live rows, as before -----------
@@ -389,7 +400,12 @@ def test_fused_export_form_and_git_am_onto_the_release(fused_exported, version, 
         assert f"+++ b/{module}" in mail and arg in mail.split("\n---\n", 1)[1]
     repo = _tree_of_release(version, tmp_path)
     repo.git.am(*[str(folder / n) for n in names[version]])
-    assert len(list(repo.iter_commits())) == 1 + len(names[version])
+    commits = list(repo.iter_commits())
+    assert len(commits) == 1 + len(names[version])
+    for commit, name in zip(reversed(commits[:-1]), names[version]):  # each subject whole, DEP-3 in the body
+        subject = " ".join(email.message_from_string((folder / name).read_text())["Subject"].split())
+        assert subject.endswith("] " + commit.summary), (name, subject, commit.summary)
+        assert commit.message.split("\n\n", 1)[1].startswith("Description: "), (name, commit.message[:200])
     assert (tmp_path / module).read_text() == upstream_fused.derived_sources(version)[-1]
 
 
