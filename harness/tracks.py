@@ -109,15 +109,10 @@ FUSED = Track(
 TRACKS = {track.name: track for track in (STUB, FUSED)}
 DEFAULT = STUB  # what `make status/unapply/refresh/verify` work on without TRACK=
 
-# PyPI releases since 0.5.5 that no track serves yet: they still do host work on every replay.
-UNSERVED: tuple[str, ...] = ()
-
-
 @cache
 def all_releases() -> tuple[str, ...]:
-    """Every release from 0.5.5 on, served or not, oldest first."""
-    served = [v for track in TRACKS.values() for v in track.versions()]
-    return tuple(sorted({*served, *UNSERVED}, key=Version))
+    """Every release from 0.5.5 on, oldest first: each is served by one track."""
+    return tuple(sorted((v for track in TRACKS.values() for v in track.versions()), key=Version))
 
 
 def track(name: str) -> Track:
@@ -145,6 +140,4 @@ def track_for_version(version: str) -> Track:
         if version in candidate.versions():
             return candidate
     spans = "; ".join(f"track {t.name} serves {t.span()}" for t in TRACKS.values())
-    if version in UNSERVED:
-        raise TrackError(f"sglang {version} is served by no track yet ({spans}); choose one of those releases")
     raise TrackError(f"sglang {version} is not a release this series knows ({spans}); choose one of those releases")

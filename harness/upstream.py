@@ -489,7 +489,7 @@ def merged(folder: Path, stub_part: dict | None = None, fused_part: dict | None 
         order = {v: i for i, v in enumerate(all_releases())}
         rows = sorted(old.values(), key=lambda r: order.get(r["version"], len(order)))
         report["fused"] = {**fused_part, "releases": rows, **upstream_fused.verdict(rows)}
-    # Every release since 0.5.5 and the track serving it ("none yet"): the one table's first columns.
+    # Every release since 0.5.5 and the track serving it: the one table's first columns.
     report["tracks"] = {version: track_of(version) for version in all_releases()}
     return report
 
@@ -515,13 +515,10 @@ def all_releases() -> tuple[str, ...]:
 
 
 def track_of(version: str) -> str:
-    """The name of the track serving `version`, or "none yet"."""
-    from .tracks import TrackError, track_for_version
+    """The name of the track serving `version`."""
+    from .tracks import track_for_version
 
-    try:
-        return track_for_version(version).name
-    except TrackError:
-        return "none yet"
+    return track_for_version(version).name
 
 
 def _stub_rows(report: dict) -> list[list[str]]:
@@ -577,10 +574,7 @@ def all_releases_table(report: dict) -> list[str]:
     rows = [head, ["---"] * len(head)]
     for version in all_releases():
         name = track_of(version)
-        if name == "none yet":
-            rows.append([version, "none yet", "-", "-", "-", "-", "no track serves it yet"])
-        else:
-            rows += by_version.get(version) or [[version, name, "-", "-", "-", "-", "not run: " + rerun_command(name, version)]]
+        rows += by_version.get(version) or [[version, name, "-", "-", "-", "-", "not run: " + rerun_command(name, version)]]
     return ["| " + " | ".join(row) + " |" for row in rows]
 
 

@@ -101,6 +101,7 @@ ENVIRONMENT = {
     ("sglang.srt.utils", "is_npu"): lambda: False,
     ("sglang.srt.utils", "is_blackwell"): lambda: False,
     ("sglang.srt.utils", "get_device_sm"): lambda: 90,
+    ("sglang.srt.utils", "is_sm100_supported"): lambda: False,  # 0.5.13+: Hopper, as get_device_sm says
     ("sglang.srt.layers.dp_attention", "get_attention_tp_size"): lambda: 1,
     # 0.5.14+: the attention TP size is read off the runtime context's parallel state.
     ("sglang.srt.runtime_context", "get_parallel"): lambda: SimpleNamespace(attn_tp_size=1),
