@@ -222,7 +222,8 @@ def export_release(derivation: Derivation, version: str, folder: Path, row: dict
             names.append(a.patch)
     stat = repo.git.diff("--stat=72", f"{derivation.base_commit(version)}..{tip}") if shipped else ""
     host_work = derivation.table.release(version).host_work
-    letter = cover_letter(derivation.series, version, shipped, stat, row, reference, host_work)
+    letter = cover_letter(derivation.series, version, shipped, stat, row, reference, host_work,
+                          named=lambda text: in_release_names(derivation, version, text))
     (folder / COVER).write_text(in_release_names(derivation, version, letter))
     (folder / "series").write_text("".join(f"{n}\n" for n in names))
     return names
@@ -264,12 +265,14 @@ def release_header(derivation: Derivation, patch: str, version: str, header: str
 
 
 def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat: str,
-                 row: dict | None, reference: str, host_work: str) -> str:
+                 row: dict | None, reference: str, host_work: str, named=lambda text: text) -> str:
     """[PATCH 0/N]: patches/0000-cover-letter.patch filled in with this release's own facts.
 
     The template's $claims, $numbers (harness.step_numbers), $shortlog, $diffstat and $base_commit are
     generated: claims() from the release's matrix row, the rest from the mails themselves; $host_work
-    (what the unpatched replay does on the host) is the release's, from patches/releases.toml."""
+    (what the unpatched replay does on the host) is the release's, from patches/releases.toml.
+    `named` puts text under the release's names: the paragraphs refilled here are renamed first, so
+    a longer release name (0.5.14's DecodeCudaGraphRunner) stays within the width."""
     total = len(shipped)
     head, _, text = (series.root / PATCH_DIR / COVER).read_text().partition("\n\n")
     subject, date, _ = _header_fields(head)
@@ -279,10 +282,10 @@ def cover_letter(series: Series, version: str, shipped: list[Applied], diffstat:
     text = string.Template(text).safe_substitute(host_work=host_work)
     intro, _, rest = text.partition("$claims")  # the opening paragraph, refilled around host_work
     paragraphs = intro.split("\n\n")
-    paragraphs[-1] = textwrap.fill(" ".join(paragraphs[-1].split()), WIDTH, break_on_hyphens=False) + "\n"
+    paragraphs[-1] = textwrap.fill(" ".join(named(paragraphs[-1]).split()), WIDTH, break_on_hyphens=False) + "\n"
     text = "\n\n".join(paragraphs) + "$claims" + rest
     body = string.Template(text).substitute(
-        claims="\n".join(textwrap.fill(c, WIDTH, initial_indent="- ", subsequent_indent="  ",
+        claims="\n".join(textwrap.fill(named(c), WIDTH, initial_indent="- ", subsequent_indent="  ",
                                         break_on_hyphens=False) for c in claims(version, row, reference)),
         numbers=step_numbers.block(row) or NO_NUMBERS,
         shortlog="\n".join(shortlog),

@@ -25,7 +25,7 @@ from harness.scenarios import matrix
 from harness.series import Series
 
 # The reference, the last before upstream's Triton expansion, two after, and the first under DSA names.
-RELEASES = ("0.5.6", "0.5.9", "0.5.10", "0.5.12", "0.5.13")
+RELEASES = ("0.5.6", "0.5.9", "0.5.10", "0.5.12", "0.5.13", "0.5.14")
 
 
 SPEC_LINES = {True: "records (6/6 replays bit-exact; no replay call)",
