@@ -143,6 +143,16 @@ def test_the_backer_can_fail():
 FORBIDDEN = re.compile(r"session|NOTES\.md|tests/|bench/|issue \d|0\.5\.2\d|reports/")
 
 
+def assert_applied_whole(repo, folder, names: list[str]) -> None:
+    """git am made one commit per mail, each with the mail's whole subject and DEP-3 in its body."""
+    commits = list(repo.iter_commits())
+    assert len(commits) == 1 + len(names)
+    for commit, name in zip(reversed(commits[:-1]), names):
+        subject = " ".join(email.message_from_string((folder / name).read_text())["Subject"].split())
+        assert subject.endswith("] " + commit.summary), (name, subject, commit.summary)
+        assert commit.message.split("\n\n", 1)[1].startswith("Description: "), (name, commit.message[:200])
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
@@ -184,12 +194,7 @@ def test_export_form_and_git_am_onto_the_release(exported, version, tmp_path):
     repo.git.add("-A")
     repo.git.commit("-q", "-m", f"sglang {version}")
     repo.git.am(*[str(folder / n) for n in names[version]])
-    commits = list(repo.iter_commits())
-    assert len(commits) == 1 + len(names[version])
-    for commit, name in zip(reversed(commits[:-1]), names[version]):  # each subject whole, DEP-3 in the body
-        subject = " ".join(email.message_from_string((folder / name).read_text())["Subject"].split())
-        assert subject.endswith("] " + commit.summary), (name, subject, commit.summary)
-        assert commit.message.split("\n\n", 1)[1].startswith("Description: "), (name, commit.message[:200])
+    assert_applied_whole(repo, folder, names[version])
 
 
 def test_a_folded_subject_is_one_subject():
@@ -400,12 +405,7 @@ def test_fused_export_form_and_git_am_onto_the_release(fused_exported, version, 
         assert f"+++ b/{module}" in mail and arg in mail.split("\n---\n", 1)[1]
     repo = _tree_of_release(version, tmp_path)
     repo.git.am(*[str(folder / n) for n in names[version]])
-    commits = list(repo.iter_commits())
-    assert len(commits) == 1 + len(names[version])
-    for commit, name in zip(reversed(commits[:-1]), names[version]):  # each subject whole, DEP-3 in the body
-        subject = " ".join(email.message_from_string((folder / name).read_text())["Subject"].split())
-        assert subject.endswith("] " + commit.summary), (name, subject, commit.summary)
-        assert commit.message.split("\n\n", 1)[1].startswith("Description: "), (name, commit.message[:200])
+    assert_applied_whole(repo, folder, names[version])
     assert (tmp_path / module).read_text() == upstream_fused.derived_sources(version)[-1]
 
 
